@@ -1,0 +1,35 @@
+//! `GET /health` (api.md 4.1): `SELECT 1` with a 2 s timeout.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+
+use super::AppState;
+
+/// How long the probe query may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn database_up(state: &AppState) -> bool {
+    let probe = async {
+        let mut conn = state.pool.get().await.ok()?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Some(_))
+    )
+}
+
+/// 200 when the database answers, 503 otherwise.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let version = env!("CARGO_PKG_VERSION");
+    if database_up(&state).await {
+        HttpResponse::Ok()
+            .json(json!({"status": "healthy", "database": "connected", "version": version}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unhealthy", "database": "disconnected", "version": version}))
+    }
+}

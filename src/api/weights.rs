@@ -1,0 +1,104 @@
+//! `GET /v1/weights/latest` and `GET /v1/weights/{block}` (api.md 4.3, 4.4): what validators poll.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, SecondsFormat, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::db::schema::{computed_weights, evaluation_cycles};
+
+type WeightsRow = (
+    i32,
+    i64,
+    Value,
+    Value,
+    DateTime<Utc>,
+    Option<i32>,
+    Option<i32>,
+    Option<f64>,
+);
+
+/// RFC 3339, UTC, `Z`, microseconds (database.md 1).
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+async fn load(state: &AppState, block: Option<i64>) -> Result<Option<WeightsRow>, ApiError> {
+    let mut conn = state
+        .pool
+        .get()
+        .await
+        .map_err(|_| ApiError::database_unavailable())?;
+    let mut query = computed_weights::table
+        .inner_join(evaluation_cycles::table)
+        .select((
+            computed_weights::cycle_id,
+            computed_weights::block_number,
+            computed_weights::weights_json,
+            computed_weights::weights_u16_json,
+            computed_weights::created_at,
+            evaluation_cycles::n_miners,
+            evaluation_cycles::n_environments,
+            evaluation_cycles::duration_seconds,
+        ))
+        .order((
+            computed_weights::block_number.desc(),
+            computed_weights::id.desc(),
+        ))
+        .into_boxed();
+    if let Some(b) = block {
+        query = query.filter(computed_weights::block_number.eq(b));
+    }
+    query
+        .first::<WeightsRow>(&mut conn)
+        .await
+        .optional()
+        .map_err(|e| ApiError::from(crate::db::DbError::Query(e)))
+}
+
+fn body(row: WeightsRow) -> Value {
+    let (cycle_id, block, weights, weights_u16, created_at, n_miners, n_envs, duration) = row;
+    let created = timestamp(created_at);
+    json!({
+        "block": block,
+        "block_number": block,
+        "cycle_id": cycle_id,
+        "weights": weights,
+        "weights_u16": weights_u16,
+        "created_at": created,
+        "timestamp": created,
+        "metadata": {
+            "n_miners_evaluated": n_miners,
+            "n_environments": n_envs,
+            "evaluation_duration_seconds": duration,
+        },
+    })
+}
+
+/// The weights with the largest block (ties: largest id).
+pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match load(&state, None).await? {
+        Some(row) => Ok(HttpResponse::Ok().json(body(row))),
+        None => Err(ApiError::not_found("No weights available yet")),
+    }
+}
+
+/// The weights of one block.
+pub async fn by_block(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner();
+    let block: i64 = raw.parse().ok().filter(|b: &i64| *b >= 0).ok_or_else(|| {
+        ApiError::unprocessable(format!("block: '{raw}' is not a non-negative integer"))
+    })?;
+    match load(&state, Some(block)).await? {
+        Some(row) => Ok(HttpResponse::Ok().json(body(row))),
+        None => Err(ApiError::not_found(format!(
+            "No weights found for block {block}"
+        ))),
+    }
+}

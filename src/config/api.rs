@@ -1,0 +1,163 @@
+//! `kinitro api` settings (config.md 2.2, prefix `KINITRO_API_`).
+
+use clap::Args;
+
+use super::{cpu_count, ConfigError, DatabaseUrl, Env, Seconds};
+
+/// Command-line flags of `kinitro api` (and the API part of `kinitro run`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ApiFlags {
+    /// Bind address [env: KINITRO_API_HOST, default 0.0.0.0]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port [env: KINITRO_API_PORT, default 8000]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Disable task-endpoint authentication [env: KINITRO_API_AUTH_DISABLED]
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
+/// Resolved API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Bind address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database (none only inside `kinitro run` before the managed cluster is up).
+    pub database_url: Option<DatabaseUrl>,
+    /// Bearer keys accepted on the task endpoints (several for rotation).
+    pub api_keys: Vec<String>,
+    /// Task endpoints open without a key.
+    pub auth_disabled: bool,
+    /// Assigned tasks older than this are re-queued by the API's reaper.
+    pub task_stale_threshold: Seconds,
+    /// Request body limit in bytes.
+    pub max_body_bytes: usize,
+    /// actix-web workers.
+    pub workers: usize,
+    /// Connection pool size.
+    pub db_pool_size: usize,
+}
+
+impl ApiConfig {
+    /// Merges flags, the environment and defaults; the database URL is resolved by the caller
+    /// (config.md 1.1 differs between `kinitro api` and `kinitro run`).
+    pub fn resolve(
+        flags: &ApiFlags,
+        database_url: Option<DatabaseUrl>,
+        workers_flag: Option<usize>,
+        env: &Env,
+    ) -> Result<Self, ConfigError> {
+        let keys = env
+            .secret(
+                "API_KEY",
+                |_| true,
+                "one key or several separated by commas",
+            )?
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let positive = |v: &usize| *v >= 1;
+        Ok(Self {
+            host: flags
+                .host
+                .clone()
+                .map_or_else(|| env.get("HOST"), |h| Ok(Some(h)))?
+                .unwrap_or_else(|| "0.0.0.0".into()),
+            port: flags
+                .port
+                .map_or_else(|| env.get("PORT"), |p| Ok(Some(p)))?
+                .unwrap_or(8000),
+            database_url,
+            api_keys: keys,
+            auth_disabled: flags.no_auth || env.get("AUTH_DISABLED")?.unwrap_or(false),
+            task_stale_threshold: env
+                .get("TASK_STALE_THRESHOLD_SECONDS")?
+                .unwrap_or(Seconds(300.0)),
+            max_body_bytes: env
+                .get_checked("MAX_BODY_BYTES", positive, "a positive integer")?
+                .unwrap_or(2_097_152),
+            workers: match workers_flag {
+                Some(w) => w,
+                None => env
+                    .get_checked("WORKERS", positive, "a positive integer")?
+                    .unwrap_or_else(cpu_count),
+            },
+            db_pool_size: env
+                .get_checked("DB_POOL_SIZE", positive, "a positive integer")?
+                .unwrap_or(10),
+        })
+    }
+
+    /// The API refuses to start without a key unless authentication is disabled (api.md 2).
+    pub fn check_auth(&self) -> Result<(), ConfigError> {
+        if self.auth_disabled || !self.api_keys.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(
+                "KINITRO_API_API_KEY is not set; set it or start with --no-auth".into(),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(
+            &["KINITRO_API_"],
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn flag_beats_variable_beats_default() {
+        let e = env(&[
+            ("KINITRO_API_PORT", "9000"),
+            ("KINITRO_API_HOST", "10.0.0.1"),
+        ]);
+        let flags = ApiFlags {
+            port: Some(7000),
+            ..Default::default()
+        };
+        let c = ApiConfig::resolve(&flags, None, None, &e).unwrap();
+        assert_eq!((c.port, c.host.as_str()), (7000, "10.0.0.1"));
+        let c = ApiConfig::resolve(&ApiFlags::default(), None, None, &env(&[])).unwrap();
+        assert_eq!(
+            (c.port, c.host.as_str(), c.max_body_bytes, c.db_pool_size),
+            (8000, "0.0.0.0", 2_097_152, 10)
+        );
+    }
+
+    #[test]
+    fn keys_rotation_and_auth_rule() {
+        let c = ApiConfig::resolve(
+            &ApiFlags::default(),
+            None,
+            None,
+            &env(&[("KINITRO_API_API_KEY", "a, b,")]),
+        )
+        .unwrap();
+        assert_eq!(c.api_keys, vec!["a", "b"]);
+        assert!(c.check_auth().is_ok());
+        let c = ApiConfig::resolve(&ApiFlags::default(), None, None, &env(&[])).unwrap();
+        assert!(c.check_auth().is_err());
+        let c = ApiConfig::resolve(
+            &ApiFlags::default(),
+            None,
+            None,
+            &env(&[("KINITRO_API_AUTH_DISABLED", "yes")]),
+        )
+        .unwrap();
+        assert!(c.check_auth().is_ok());
+    }
+}

@@ -1,0 +1,99 @@
+//! `kinitro run` settings (config.md 2.5 and 1.2): the three services' settings read with the
+//! `KINITRO_RUN_` prefix first, plus the managed database and the demo switch.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::api::{ApiConfig, ApiFlags};
+use super::executor::{ExecutorConfig, ExecutorFlags, PoolFlags};
+use super::scheduler::{SchedulerConfig, SchedulerFlags};
+use super::{default_data_dir, resolve_database_url, ConfigError, DatabaseUrl, Env};
+
+/// Flags of `kinitro run`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunFlags {
+    /// PostgreSQL URL; unset → the managed local PostgreSQL [env: KINITRO_RUN_DATABASE_URL]
+    #[arg(long, value_parser = DatabaseUrl::parse)]
+    pub database_url: Option<DatabaseUrl>,
+    /// Managed PostgreSQL and other local state [env: KINITRO_RUN_DATA_DIR]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Also let the managed PostgreSQL listen on this loopback TCP port [env: KINITRO_RUN_PG_PORT]
+    #[arg(long)]
+    pub pg_port: Option<u16>,
+    /// API flags.
+    #[command(flatten)]
+    pub api: ApiFlags,
+    /// Scheduler flags.
+    #[command(flatten)]
+    pub scheduler: SchedulerFlags,
+    /// Pool flags.
+    #[command(flatten)]
+    pub pools: PoolFlags,
+    /// Start local reference miners (expert, random, zero) and evaluate them
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// Resolved settings of the all-in-one process.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// External database; `None` starts the managed cluster.
+    pub database_url: Option<DatabaseUrl>,
+    /// Data directory of the managed cluster.
+    pub data_dir: PathBuf,
+    /// Optional loopback TCP port of the managed cluster.
+    pub pg_port: Option<u16>,
+    /// Demo mode.
+    pub demo: bool,
+    /// The API part.
+    pub api: ApiConfig,
+    /// The scheduler part.
+    pub scheduler: SchedulerConfig,
+    /// The local executor part.
+    pub executor: ExecutorConfig,
+}
+
+impl RunConfig {
+    /// Merges flags and environment: flag > `KINITRO_RUN_X` > `KINITRO_<SERVICE>_X` > generic > default.
+    pub fn resolve(flags: &RunFlags) -> Result<Self, ConfigError> {
+        let run_env = Env::from_process(&["KINITRO_RUN_"]);
+        let database_url = resolve_database_url(flags.database_url.clone(), &run_env, None)?;
+        let api = ApiConfig::resolve(
+            &flags.api,
+            database_url.clone(),
+            None,
+            &Env::from_process(&["KINITRO_RUN_", "KINITRO_API_"]),
+        )?;
+        let scheduler = SchedulerConfig::resolve(
+            &flags.scheduler,
+            database_url.clone(),
+            None,
+            &Env::from_process(&["KINITRO_RUN_", "KINITRO_SCHEDULER_"]),
+        )?;
+        let executor_flags = ExecutorFlags {
+            pools: flags.pools.clone(),
+            ..Default::default()
+        };
+        let executor = ExecutorConfig::resolve(
+            &executor_flags,
+            &Env::from_process(&["KINITRO_RUN_", "KINITRO_EXECUTOR_"]),
+        )?;
+        Ok(Self {
+            database_url,
+            data_dir: match &flags.data_dir {
+                Some(d) => d.clone(),
+                None => run_env.get("DATA_DIR")?.unwrap_or_else(default_data_dir),
+            },
+            pg_port: match flags.pg_port {
+                Some(p) => Some(p),
+                None => run_env.get("PG_PORT")?,
+            },
+            demo: flags.demo,
+            api,
+            scheduler,
+            executor,
+        })
+    }
+}

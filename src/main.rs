@@ -1,0 +1,5 @@
+//! The `kinitro` binary: see `kinitro --help`.
+
+fn main() -> std::process::ExitCode {
+    kinitro::cli::main()
+}

@@ -1,0 +1,116 @@
+//! Configuration: precedence, and start-up errors naming the variable (exit 1) or flag (exit 2).
+
+mod common;
+
+use common::{kinitro, stderr};
+
+#[test]
+fn invalid_variables_name_the_variable() {
+    let cases: [(&str, &str, &[&str], &str); 6] = [
+        ("KINITRO_EXECUTOR_BATCH_SIZE", "abc", &["executor"], "invalid value for KINITRO_EXECUTOR_BATCH_SIZE: 'abc' (expected an integer between 1 and 100)"),
+        ("KINITRO_SCHEDULER_EVAL_INTERVAL_SECONDS", "-5", &["scheduler"], "invalid value for KINITRO_SCHEDULER_EVAL_INTERVAL_SECONDS: '-5' (expected a non-negative integer)"),
+        ("KINITRO_API_PORT", "abc", &["api", "--no-auth"], "invalid value for KINITRO_API_PORT: 'abc' (expected an integer between 0 and 65535)"),
+        ("KINITRO_EXECUTOR_USE_IMAGES", "maybe", &["executor"], "invalid value for KINITRO_EXECUTOR_USE_IMAGES: 'maybe' (expected true, false, 1, 0, yes or no)"),
+        ("KINITRO_SCHEDULER_POLL_INTERVAL_SECONDS", "-1", &["scheduler"], "invalid value for KINITRO_SCHEDULER_POLL_INTERVAL_SECONDS: '-1' (expected a non-negative number of seconds)"),
+        ("KINITRO_RUN_PORT", "99999", &["run", "--no-auth"], "invalid value for KINITRO_RUN_PORT: '99999' (expected an integer between 0 and 65535)"),
+    ];
+    for (var, value, args, want) in cases {
+        let o = kinitro(args, &[(var, value)]);
+        assert_eq!(o.status.code(), Some(1), "{var}: {}", stderr(&o));
+        assert_eq!(stderr(&o).trim(), format!("error: {want}"));
+    }
+}
+
+#[test]
+fn secrets_are_named_never_echoed() {
+    let o = kinitro(
+        &["scheduler"],
+        &[("KINITRO_SCHEDULER_SEED_SECRET", "tooshort-s3cr3t")],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("KINITRO_SCHEDULER_SEED_SECRET"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn invalid_flags_are_usage_errors() {
+    for args in [
+        &["executor", "--batch-size", "0"][..],
+        &["api", "--port", "http"],
+        &["scheduler", "--episodes-per-env", "0"],
+        &["scoring", "demo", "--envs", "17"],
+        &["--log-level", "loud", "db", "status"],
+    ] {
+        let o = kinitro(args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn combined_checks_name_their_sources() {
+    let o = kinitro(
+        &["executor", "--shard-index", "3"],
+        &[("KINITRO_EXECUTOR_SHARD_COUNT", "2")],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: shard index 3 (--shard-index) must be smaller than shard count 2 (KINITRO_EXECUTOR_SHARD_COUNT)"
+    );
+}
+
+#[test]
+fn api_refuses_to_start_without_a_key() {
+    let o = kinitro(&["api"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: KINITRO_API_API_KEY is not set; set it or start with --no-auth"
+    );
+}
+
+#[test]
+fn every_command_group_is_in_the_help() {
+    let o = kinitro(&["--help"], &[]);
+    let help = common::stdout(&o);
+    for group in [
+        "api",
+        "scheduler",
+        "executor",
+        "run",
+        "db",
+        "env",
+        "miner",
+        "crypto",
+        "scoring",
+        "healthcheck",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(group)),
+            "{group} missing"
+        );
+    }
+}
+
+#[test]
+fn unfinished_services_say_so() {
+    for args in [
+        &["scheduler"][..],
+        &["executor"],
+        &["env", "list"],
+        &["miner", "serve"],
+        &["crypto", "generate-keypair"],
+        &["run", "--demo"],
+    ] {
+        let o = kinitro(args, &[]);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).contains("not available yet"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    let o = kinitro(&["env", "build", "metaworld", "--push"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+}
