@@ -15,6 +15,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Any status with a message.
+    pub fn new(status: u16, detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            detail: detail.into(),
+        }
+    }
+
+    /// 401; the response carries `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(401, detail)
+    }
+
     /// 404 with a message.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self {
@@ -46,7 +59,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({ "detail": self.detail }))
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(json!({ "detail": self.detail }))
     }
 }
 
@@ -56,6 +73,11 @@ impl From<crate::db::DbError> for ApiError {
         tracing::warn!(error = %e, "database unavailable");
         Self::database_unavailable()
     }
+}
+
+/// Known routes with another method.
+pub async fn method_not_allowed() -> HttpResponse {
+    ApiError::new(405, "Method Not Allowed").error_response()
 }
 
 /// Unknown routes.

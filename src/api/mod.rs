@@ -1,37 +1,217 @@
-//! The HTTP API (spec: api.md), served by `kinitro api` and by `kinitro run`.
-//!
-//! This build serves `/health` and the weights endpoints the validators poll; the remaining routes of
-//! api.md are the API issue's work and answer the spec's JSON 404 until then.
+//! The HTTP API (spec: api.md), served by `kinitro api` and by `kinitro run`: stateless apart from
+//! per-process caches, so any number of instances can run behind a load balancer.
 
+pub mod auth;
+pub mod body;
+pub mod cycles;
 pub mod error;
 pub mod health;
+pub mod metrics;
+pub mod miners;
+pub mod scores;
+pub mod status;
+pub mod tasks;
 pub mod weights;
 
-use actix_web::{web, App, HttpServer};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use diesel_async::pooled_connection::deadpool::Object;
+use diesel_async::AsyncPgConnection;
 
 use crate::config::api::ApiConfig;
 use crate::db::DbPool;
+use error::ApiError;
 
-/// Shared, read-only state of every worker.
+/// How often the API re-queues stale tasks (database.md 5).
+const REAPER_PERIOD: Duration = Duration::from_secs(30);
+
+/// Shared state of every worker: the pool, the keys and the per-process caches.
 #[derive(Clone)]
 pub struct AppState {
     /// The connection pool.
     pub pool: DbPool,
+    /// Task-endpoint authentication.
+    pub auth: auth::Auth,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+    /// `total_pending` of the last fetch, with when it was counted.
+    pub pending_cache: Arc<Mutex<Option<(Instant, i64)>>>,
+    /// The serialised latest-weights body, with when it was read.
+    pub weights_cache: Arc<Mutex<Option<(Instant, bytes::Bytes)>>>,
+    /// The metrics registry.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
-/// Registers every route on an actix-web service config.
+impl AppState {
+    /// State for a service configured by `config`.
+    pub fn new(config: &ApiConfig, pool: DbPool, metrics: Arc<metrics::Metrics>) -> Self {
+        Self {
+            pool,
+            auth: auth::Auth::new(&config.api_keys, config.auth_disabled),
+            max_body_bytes: config.max_body_bytes,
+            pending_cache: Arc::default(),
+            weights_cache: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// A pooled connection; a pool or connection failure is a 503 (and `kinitro_database_up` 0).
+    pub async fn conn(&self) -> Result<Object<AsyncPgConnection>, ApiError> {
+        let conn = self.pool.get().await;
+        self.metrics.database(conn.is_ok());
+        conn.map_err(|e| {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::database_unavailable()
+        })
+    }
+}
+
+/// Registers every route; each known route answers a wrong method with a JSON 405.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/health").route(web::get().to(health::health)))
-        .service(web::resource("/v1/weights/latest").route(web::get().to(weights::latest)))
-        .service(web::resource("/v1/weights/{block}").route(web::get().to(weights::by_block)));
+    let get = |path: &str, handler| {
+        web::resource(path.to_string())
+            .route(web::get().to(handler))
+            .default_service(web::to(error::method_not_allowed))
+    };
+    cfg.service(
+        web::resource("/health")
+            .route(web::get().to(health::health))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/status")
+            .route(web::get().to(status::status))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/weights/latest")
+            .route(web::get().to(weights::latest))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/weights/{block}")
+            .route(web::get().to(weights::by_block))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/scores/latest")
+            .route(web::get().to(scores::latest))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/scores/{cycle_id}")
+            .route(web::get().to(scores::by_cycle))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/miners")
+            .route(web::get().to(miners::miners))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/environments")
+            .route(web::get().to(status::environments))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/tasks/fetch")
+            .route(web::post().to(tasks::fetch))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/tasks/submit")
+            .route(web::post().to(tasks::submit))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/tasks/stats")
+            .route(web::get().to(tasks::stats))
+            .default_service(web::to(error::method_not_allowed)),
+    )
+    .service(get("/metrics", metrics_endpoint));
+}
+
+/// `GET /metrics`: refreshes the database-derived values when due, then encodes.
+async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
+    if state.metrics.refresh_due() {
+        match state.conn().await {
+            Ok(mut conn) => {
+                let ok = state.metrics.refresh(&mut conn).await.is_ok();
+                state.metrics.database(ok);
+            }
+            Err(_) => state.metrics.database(false),
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.encode())
+}
+
+/// Times every request for `kinitro_http_request_duration_seconds` and logs it at DEBUG.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let res = next.call(req).await?;
+    let elapsed = start.elapsed();
+    let status = res.status().as_u16();
+    if let Some(m) = metrics {
+        m.http_request(&method, &route, status, elapsed.as_secs_f64());
+    }
+    tracing::debug!(
+        event = "http_request",
+        method,
+        route,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0
+    );
+    Ok(res)
+}
+
+/// Runs the stale-task reaper every 30 s until the process ends.
+pub fn spawn_reaper(state: AppState, threshold_seconds: f64) {
+    actix_web::rt::spawn(async move {
+        let mut tick = actix_web::rt::time::interval(REAPER_PERIOD);
+        loop {
+            tick.tick().await;
+            let Ok(mut conn) = state.conn().await else {
+                continue;
+            };
+            match crate::db::tasks::reap_stale(&mut conn, threshold_seconds).await {
+                Ok((requeued, given_up)) => {
+                    state
+                        .metrics
+                        .task_event("reaped", (requeued + given_up) as u64);
+                    state.metrics.task_event("given_up", given_up as u64);
+                    if requeued + given_up > 0 {
+                        tracing::info!(requeued, given_up, "re-queued stale tasks");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "stale-task reaper failed"),
+            }
+        }
+    });
 }
 
 /// Binds and starts the server; the returned future runs until shutdown (SIGINT/SIGTERM).
 pub fn serve(config: &ApiConfig, state: AppState) -> std::io::Result<actix_web::dev::Server> {
+    spawn_reaper(state.clone(), config.task_stale_threshold.0);
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(from_fn(observe))
             .configure(routes)
             .default_service(web::to(error::not_found))
     })

@@ -27,11 +27,7 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 async fn load(state: &AppState, block: Option<i64>) -> Result<Option<WeightsRow>, ApiError> {
-    let mut conn = state
-        .pool
-        .get()
-        .await
-        .map_err(|_| ApiError::database_unavailable())?;
+    let mut conn = state.conn().await?;
     let mut query = computed_weights::table
         .inner_join(evaluation_cycles::table)
         .select((
@@ -78,12 +74,33 @@ fn body(row: WeightsRow) -> Value {
     })
 }
 
-/// The weights with the largest block (ties: largest id).
+/// How long one process serves the latest weights from memory (api.md 5).
+const LATEST_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The weights with the largest block (ties: largest id), cached per process for at most 5 s; a
+/// 404 is never cached.
 pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match load(&state, None).await? {
-        Some(row) => Ok(HttpResponse::Ok().json(body(row))),
-        None => Err(ApiError::not_found("No weights available yet")),
-    }
+    let cached = state
+        .weights_cache
+        .lock()
+        .unwrap()
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < LATEST_CACHE)
+        .map(|(_, b)| b.clone());
+    let bytes = match cached {
+        Some(b) => b,
+        None => {
+            let row = load(&state, None)
+                .await?
+                .ok_or_else(|| ApiError::not_found("No weights available yet"))?;
+            let b = bytes::Bytes::from(serde_json::to_vec(&body(row)).expect("JSON"));
+            *state.weights_cache.lock().unwrap() = Some((std::time::Instant::now(), b.clone()));
+            b
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(bytes))
 }
 
 /// The weights of one block.

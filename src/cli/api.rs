@@ -52,7 +52,12 @@ pub fn execute(args: ApiArgs, level: Option<LogLevel>, format: Option<LogFormat>
         let applied = db::migrate::run_pending(&url).await?;
         tracing::info!(applied, target = %url.target(), "database ready");
         let pool = db::pool(&url, config.db_pool_size)?;
-        let server = api::serve(&config, AppState { pool }).map_err(|e| {
+        let state = AppState::new(
+            &config,
+            pool,
+            std::sync::Arc::new(api::metrics::Metrics::new()),
+        );
+        let server = api::serve(&config, state).map_err(|e| {
             Failure::runtime(format!("cannot bind {}:{}: {e}", config.host, config.port))
         })?;
         tracing::info!(host = %config.host, port = config.port, "API listening");

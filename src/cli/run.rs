@@ -65,7 +65,12 @@ async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl) -> CommandR
         "the scheduler and the local executor are not in this build yet: serving the API only"
     );
     let pool = db::pool(url, config.api.db_pool_size)?;
-    let server = api::serve(&config.api, AppState { pool }).map_err(|e| {
+    let state = AppState::new(
+        &config.api,
+        pool,
+        std::sync::Arc::new(api::metrics::Metrics::new()),
+    );
+    let server = api::serve(&config.api, state).map_err(|e| {
         Failure::runtime(format!(
             "cannot bind {}:{}: {e}",
             config.api.host, config.api.port

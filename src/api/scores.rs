@@ -1,0 +1,115 @@
+//! `GET /v1/scores/latest` and `GET /v1/scores/{cycle_id}` (api.md 4.5, 4.6).
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+use serde_json::json;
+
+use super::body::non_negative;
+use super::cycles::{self, Cycle};
+use super::error::ApiError;
+use super::weights::timestamp;
+use super::AppState;
+use crate::db::schema::miner_scores as ms;
+
+/// One `miner_scores` row (api.md 3.2).
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = ms)]
+pub struct MinerScore {
+    /// Uid.
+    pub uid: i32,
+    /// Hotkey.
+    pub hotkey: String,
+    /// Env.
+    pub env_id: String,
+    /// Success rate.
+    pub success_rate: f64,
+    /// Mean return.
+    pub mean_reward: f64,
+    /// Counted episodes without a miner fault.
+    pub episodes_completed: i32,
+    /// Counted episodes ended by a miner fault.
+    pub episodes_failed: i32,
+    /// Infrastructure failures.
+    pub episodes_excluded: i32,
+}
+
+/// Score rows of a cycle, ordered by uid, then by the cycle's env order.
+pub async fn rows(
+    conn: &mut diesel_async::AsyncPgConnection,
+    cycle: &Cycle,
+) -> Result<Vec<MinerScore>, ApiError> {
+    let mut rows: Vec<MinerScore> = ms::table
+        .filter(ms::cycle_id.eq(cycle.id))
+        .select(MinerScore::as_select())
+        .load(conn)
+        .await
+        .map_err(crate::db::DbError::from)?;
+    let order = cycle.env_list();
+    let pos = |e: &str| order.iter().position(|x| x == e).unwrap_or(usize::MAX);
+    rows.sort_by(|a, b| {
+        (a.uid, pos(&a.env_id), &a.env_id).cmp(&(b.uid, pos(&b.env_id), &b.env_id))
+    });
+    Ok(rows)
+}
+
+async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.conn().await?;
+    let completed = cycle.status == "completed";
+    let details = if completed {
+        rows(&mut conn, &cycle).await?
+    } else {
+        Vec::new()
+    };
+    let mut scores: BTreeMap<i32, BTreeMap<String, f64>> = BTreeMap::new();
+    for r in &details {
+        scores
+            .entry(r.uid)
+            .or_default()
+            .insert(r.env_id.clone(), r.success_rate);
+    }
+    let frontier = if completed {
+        cycle.pareto_frontier.clone().unwrap_or(json!([]))
+    } else {
+        json!([])
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "cycle_id": cycle.id,
+        "block": cycle.block_number,
+        "scores": scores,
+        "pareto_frontier": frontier,
+        "created_at": timestamp(cycle.completed_at.unwrap_or(cycle.started_at)),
+        "cycle": cycle.json(),
+        "details": details,
+        "miner_summary": scores,
+    })))
+}
+
+/// Scores of the highest-id completed cycle.
+pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.conn().await?;
+    let cycle = cycles::latest_with_status(&mut conn, "completed").await?;
+    drop(conn);
+    match cycle {
+        Some(c) => body(&state, c).await,
+        None => Err(ApiError::not_found("No completed evaluations yet")),
+    }
+}
+
+/// Scores of any cycle.
+pub async fn by_cycle(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = non_negative("cycle_id", &path.into_inner())?;
+    let mut conn = state.conn().await?;
+    let cycle = cycles::by_id(&mut conn, id).await?;
+    drop(conn);
+    match cycle {
+        Some(c) => body(&state, c).await,
+        None => Err(ApiError::not_found(format!("Cycle {id} not found"))),
+    }
+}

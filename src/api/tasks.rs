@@ -1,0 +1,256 @@
+//! `POST /v1/tasks/fetch`, `POST /v1/tasks/submit`, `GET /v1/tasks/stats` (api.md 4.9–4.11).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use kinitro_actors::scoring::aggregate::FailureKind;
+use kinitro_actors::tasks::TaskResult;
+use serde_json::{json, Value};
+
+use super::body::{check_string, non_negative, read_json, Fields};
+use super::error::ApiError;
+use super::AppState;
+use crate::db::tasks::{self, ClaimFilter, SubmitOutcome};
+
+/// How long one process reuses its `total_pending` count.
+const PENDING_CACHE: Duration = Duration::from_secs(1);
+
+fn parse_fetch(body: &Value) -> Result<(String, i64, ClaimFilter), ApiError> {
+    let f = Fields::of(body, "")?;
+    let executor = f.string("executor_id", 1, 64)?;
+    let batch = f.opt_int("batch_size", 1, 100)?.unwrap_or(10);
+    let env_ids = match f.opt_array("env_ids")? {
+        None => None,
+        Some(items) if items.len() > 100 => {
+            return Err(ApiError::unprocessable("env_ids: at most 100 entries"));
+        }
+        Some(items) => Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| check_string(v, &format!("env_ids[{i}]"), 1, 64))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let shard = match f.get("shard") {
+        None => None,
+        Some(v) => {
+            let s = Fields::of(v, "shard")?;
+            let count = s
+                .opt_int("count", 1, 65535)?
+                .ok_or_else(|| ApiError::unprocessable("shard.count: missing field"))?;
+            let index = s
+                .opt_int("index", 0, 65535)?
+                .ok_or_else(|| ApiError::unprocessable("shard.index: missing field"))?;
+            if index >= count {
+                return Err(ApiError::unprocessable(
+                    "shard.index: must be smaller than shard.count",
+                ));
+            }
+            Some((index as i32, count as i32))
+        }
+    };
+    Ok((executor, batch, ClaimFilter { env_ids, shard }))
+}
+
+async fn total_pending(state: &AppState, conn: &mut diesel_async::AsyncPgConnection) -> i64 {
+    if let Some((at, n)) = *state.pending_cache.lock().unwrap() {
+        if at.elapsed() < PENDING_CACHE {
+            return n;
+        }
+    }
+    match tasks::count_pending(conn).await {
+        Ok(n) => {
+            *state.pending_cache.lock().unwrap() = Some((Instant::now(), n));
+            n
+        }
+        Err(_) => state.pending_cache.lock().unwrap().map_or(0, |(_, n)| n),
+    }
+}
+
+/// Claims a batch of tasks; committed before the answer.
+pub async fn fetch(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.check(&req)?;
+    let body = read_json(&req, payload, state.max_body_bytes).await?;
+    let (executor, batch, filter) = parse_fetch(&body)?;
+    let mut conn = state.conn().await?;
+    let claimed = tasks::claim(&mut conn, &executor, batch, &filter).await?;
+    state.metrics.task_event("claimed", claimed.len() as u64);
+    let pending = total_pending(&state, &mut conn).await;
+    Ok(HttpResponse::Ok().json(json!({"tasks": claimed, "total_pending": pending})))
+}
+
+fn parse_result(v: &Value, path: &str) -> Result<TaskResult, ApiError> {
+    let f = Fields::of(v, path)?;
+    let success = f.bool("success")?;
+    let failure_kind = match f.get("failure_kind") {
+        None => None,
+        Some(Value::String(s)) if s == "miner" => Some(FailureKind::Miner),
+        Some(Value::String(s)) if s == "infrastructure" => Some(FailureKind::Infrastructure),
+        Some(_) => {
+            return Err(ApiError::unprocessable(format!(
+                "{}: must be one of: miner, infrastructure",
+                f.path("failure_kind")
+            )))
+        }
+    };
+    if success && failure_kind.is_some() {
+        return Err(ApiError::unprocessable(format!(
+            "{}: must be null when success is true",
+            f.path("failure_kind")
+        )));
+    }
+    Ok(TaskResult {
+        task_uuid: f.string("task_uuid", 1, 64)?,
+        success,
+        score: f.opt_number("score", None)?.unwrap_or(0.0),
+        total_reward: f.opt_number("total_reward", None)?.unwrap_or(0.0),
+        timesteps: f.opt_int("timesteps", 0, 1_000_000)?.unwrap_or(0) as u32,
+        error: f.opt_text("error")?,
+        failure_kind,
+        action_time_mean: f.opt_number("action_time_mean", Some(0.0))?,
+        action_time_max: f.opt_number("action_time_max", Some(0.0))?,
+        verification_passed: f.opt_bool("verification_passed")?,
+        verification_score: f.opt_number("verification_score", None)?,
+    })
+}
+
+/// Applies results, each in its own transaction; 200 even when all are rejected.
+pub async fn submit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.check(&req)?;
+    let body = read_json(&req, payload, state.max_body_bytes).await?;
+    let f = Fields::of(&body, "")?;
+    let executor = f.string("executor_id", 1, 64)?;
+    let items = f
+        .opt_array("results")?
+        .ok_or_else(|| ApiError::unprocessable("results: missing field"))?;
+    if items.is_empty() || items.len() > 1000 {
+        return Err(ApiError::unprocessable(
+            "results: must contain 1 to 1000 results",
+        ));
+    }
+    let results = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_result(v, &format!("results[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut conn = state.conn().await?;
+    let (mut accepted, mut rejected, mut duplicates, mut requeued) = (0, 0, 0, 0);
+    let mut errors = Vec::new();
+    for r in &results {
+        match tasks::submit_one(&mut conn, &executor, r).await {
+            SubmitOutcome::Accepted { status } => {
+                accepted += 1;
+                state.metrics.task_event("accepted", 1);
+                state.metrics.episode(r, &status);
+            }
+            SubmitOutcome::Requeued => {
+                accepted += 1;
+                requeued += 1;
+                state.metrics.task_event("accepted", 1);
+                state.metrics.task_event("requeued", 1);
+                state.metrics.episode(r, "pending");
+            }
+            SubmitOutcome::Duplicate => {
+                duplicates += 1;
+                state.metrics.task_event("duplicate", 1);
+            }
+            SubmitOutcome::Rejected(m) => {
+                rejected += 1;
+                state.metrics.task_event("rejected", 1);
+                errors.push(m);
+            }
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "accepted": accepted, "rejected": rejected, "duplicates": duplicates,
+        "requeued": requeued, "errors": errors,
+    })))
+}
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+#[derive(QueryableByName)]
+struct Executor {
+    #[diesel(sql_type = Text)]
+    assigned_to: String,
+}
+
+#[derive(QueryableByName)]
+struct CycleId {
+    #[diesel(sql_type = Nullable<Integer>)]
+    id: Option<i32>,
+}
+
+/// Task counts of a cycle (given, else the running one, else all).
+pub async fn stats(
+    state: web::Data<AppState>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let requested = query
+        .get("cycle_id")
+        .map(|raw| non_negative("cycle_id", raw))
+        .transpose()?;
+    let mut conn = state.conn().await?;
+    let scope: Option<i64> = match requested {
+        Some(id) => Some(id),
+        None => {
+            let running: CycleId = diesel::sql_query(
+                "SELECT max(id) AS id FROM evaluation_cycles WHERE status = 'running'",
+            )
+            .get_result(&mut conn)
+            .await
+            .map_err(crate::db::DbError::from)?;
+            running.id.map(i64::from)
+        }
+    };
+    let filter = if scope.is_some() {
+        "WHERE cycle_id = $1"
+    } else {
+        "WHERE $1 IS NULL"
+    };
+    let counts: Vec<StatusCount> = diesel::sql_query(format!(
+        "SELECT status, count(*) AS count FROM task_pool {filter} GROUP BY status"
+    ))
+    .bind::<Nullable<BigInt>, _>(scope)
+    .load(&mut conn)
+    .await
+    .map_err(crate::db::DbError::from)?;
+    let executors: Vec<Executor> = diesel::sql_query(format!(
+        "SELECT DISTINCT assigned_to FROM task_pool {filter} AND status = 'assigned' \
+         AND assigned_to IS NOT NULL ORDER BY assigned_to"
+    ))
+    .bind::<Nullable<BigInt>, _>(scope)
+    .load(&mut conn)
+    .await
+    .map_err(crate::db::DbError::from)?;
+    let count = |s: &str| counts.iter().find(|c| c.status == s).map_or(0, |c| c.count);
+    Ok(HttpResponse::Ok().json(json!({
+        "total_tasks": counts.iter().map(|c| c.count).sum::<i64>(),
+        "pending_tasks": count("pending"),
+        "assigned_tasks": count("assigned"),
+        "completed_tasks": count("completed"),
+        "failed_tasks": count("failed"),
+        "cancelled_tasks": count("cancelled"),
+        "active_executors": executors.into_iter().map(|e| e.assigned_to).collect::<Vec<_>>(),
+        "current_cycle_id": scope,
+    })))
+}

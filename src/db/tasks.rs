@@ -1,0 +1,285 @@
+//! The task queue on PostgreSQL: claiming with `FOR UPDATE SKIP LOCKED`, submissions, stale reaping
+//! and progress counts (database.md 4.2, 4.4, 5, 6). Used by the API handlers; the local task queue of
+//! `kinitro run` uses the same functions.
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Double, Integer, Jsonb, Nullable, Text, Timestamptz};
+use diesel::{OptionalExtension, QueryableByName};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use kinitro_actors::tasks::{decide, max_attempts_result, Decision, TaskResult, TaskState};
+
+use super::connect::DbError;
+
+/// A claimed task as handed to an executor (api.md 3.3).
+#[derive(Debug, Clone, QueryableByName, serde::Serialize)]
+pub struct ClaimedTask {
+    /// Row id (FIFO order; not part of the API body).
+    #[diesel(sql_type = BigInt)]
+    #[serde(skip)]
+    pub id: i64,
+    /// UUID v4.
+    #[diesel(sql_type = Text)]
+    pub task_uuid: String,
+    /// Cycle.
+    #[diesel(sql_type = Integer)]
+    pub cycle_id: i32,
+    /// Miner uid.
+    #[diesel(sql_type = Integer)]
+    pub miner_uid: i32,
+    /// Miner hotkey.
+    #[diesel(sql_type = Text)]
+    pub miner_hotkey: String,
+    /// Miner base URL.
+    #[diesel(sql_type = Text)]
+    pub miner_endpoint: String,
+    /// HuggingFace repo.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub miner_repo: Option<String>,
+    /// Revision.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub miner_revision: Option<String>,
+    /// Env id.
+    #[diesel(sql_type = Text)]
+    pub env_id: String,
+    /// Public seed.
+    #[diesel(sql_type = Integer)]
+    pub seed: i32,
+    /// Secret simulation seed, stored as the i64 with the same bits.
+    #[diesel(sql_type = BigInt)]
+    #[serde(serialize_with = "as_u64")]
+    pub sim_seed: i64,
+    /// Always `assigned`.
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    /// Creation time.
+    #[diesel(sql_type = Timestamptz)]
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    /// Which attempt this is.
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+}
+
+fn as_u64<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(*v as u64)
+}
+
+fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+/// Which pending tasks a claimer wants.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimFilter {
+    /// Only these env ids (`None` or empty: any).
+    pub env_ids: Option<Vec<String>>,
+    /// Only `miner_uid % count == index`.
+    pub shard: Option<(i32, i32)>,
+}
+
+const CLAIMED_COLUMNS: &str = "task_pool.id, task_pool.task_uuid, task_pool.cycle_id, task_pool.miner_uid, \
+    task_pool.miner_hotkey, task_pool.miner_endpoint, task_pool.miner_repo, task_pool.miner_revision, \
+    task_pool.env_id, task_pool.seed, task_pool.sim_seed, task_pool.status, task_pool.created_at, \
+    task_pool.attempts";
+
+/// The claim statement of database.md 6.1 with only the filters in use, so that each variant gets
+/// its own plan on the pending-rows index.
+fn claim_sql(env_filter: bool, shard: bool) -> String {
+    let mut next = 3;
+    let mut conds = String::new();
+    if env_filter {
+        conds.push_str(&format!(" AND t.env_id = ANY(${next})"));
+        next += 1;
+    }
+    if shard {
+        conds.push_str(&format!(" AND t.miner_uid % ${} = ${}", next, next + 1));
+    }
+    format!(
+        "WITH picked AS (SELECT t.id FROM task_pool t JOIN evaluation_cycles c ON c.id = t.cycle_id \
+         WHERE t.status = 'pending' AND c.status = 'running'{conds} \
+         ORDER BY t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED) \
+         UPDATE task_pool SET status = 'assigned', assigned_to = $1, assigned_at = now(), \
+         attempts = attempts + 1 FROM picked WHERE task_pool.id = picked.id RETURNING {CLAIMED_COLUMNS}"
+    )
+}
+
+/// Claims up to `batch_size` pending tasks for `executor` in one committed statement; sorted by id.
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    executor: &str,
+    batch_size: i64,
+    filter: &ClaimFilter,
+) -> Result<Vec<ClaimedTask>, DbError> {
+    let envs = filter.env_ids.as_ref().filter(|e| !e.is_empty());
+    let sql = claim_sql(envs.is_some(), filter.shard.is_some());
+    let query = diesel::sql_query(sql)
+        .into_boxed::<diesel::pg::Pg>()
+        .bind::<Text, _>(executor.to_string())
+        .bind::<BigInt, _>(batch_size);
+    let query = match envs {
+        Some(e) => query.bind::<Array<Text>, _>(e.clone()),
+        None => query,
+    };
+    let query = match filter.shard {
+        Some((index, count)) => query.bind::<Integer, _>(count).bind::<Integer, _>(index),
+        None => query,
+    };
+    let mut rows: Vec<ClaimedTask> = query.load(conn).await?;
+    rows.sort_by_key(|t| t.id);
+    Ok(rows)
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+/// Pending tasks in the whole pool.
+pub async fn count_pending(conn: &mut AsyncPgConnection) -> Result<i64, DbError> {
+    let c: Count =
+        diesel::sql_query("SELECT count(*) AS count FROM task_pool WHERE status = 'pending'")
+            .get_result(conn)
+            .await?;
+    Ok(c.count)
+}
+
+#[derive(QueryableByName)]
+struct StateRow {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    assigned_to: Option<String>,
+    #[diesel(sql_type = Integer)]
+    attempts: i32,
+    #[diesel(sql_type = Integer)]
+    max_attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    last_submitted_by: Option<String>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    last_submitted_attempt: Option<i32>,
+}
+
+/// The outcome of one submitted result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Applied as a terminal result.
+    Accepted {
+        /// The new status (`completed` or `failed`).
+        status: String,
+    },
+    /// An infrastructure failure put the task back to pending.
+    Requeued,
+    /// Already applied earlier.
+    Duplicate,
+    /// Refused, with the message for `errors`.
+    Rejected(String),
+}
+
+/// Applies one result in its own transaction (database.md 4.4); a database error rejects only it.
+pub async fn submit_one(
+    conn: &mut AsyncPgConnection,
+    executor: &str,
+    result: &TaskResult,
+) -> SubmitOutcome {
+    let outcome = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            apply(conn, executor, result).await
+        })
+        .await;
+    outcome.unwrap_or_else(|e| {
+        tracing::warn!(task = %result.task_uuid, error = %e, "submission failed");
+        SubmitOutcome::Rejected(format!("Task {}: database error", result.task_uuid))
+    })
+}
+
+async fn apply(
+    conn: &mut AsyncPgConnection,
+    executor: &str,
+    result: &TaskResult,
+) -> Result<SubmitOutcome, diesel::result::Error> {
+    let row: Option<StateRow> = diesel::sql_query(
+        "SELECT status, assigned_to, attempts, max_attempts, last_submitted_by, \
+         last_submitted_attempt FROM task_pool WHERE task_uuid = $1 FOR UPDATE",
+    )
+    .bind::<Text, _>(&result.task_uuid)
+    .get_result(conn)
+    .await
+    .optional()?;
+    let Some(row) = row else {
+        return Ok(SubmitOutcome::Rejected(format!(
+            "Task {}: not found or not assigned to executor",
+            result.task_uuid
+        )));
+    };
+    let state = TaskState {
+        status: row.status,
+        assigned_to: row.assigned_to,
+        attempts: row.attempts,
+        max_attempts: row.max_attempts,
+        last_submitted_by: row.last_submitted_by,
+        last_submitted_attempt: row.last_submitted_attempt,
+    };
+    match decide(&state, executor, &result.task_uuid, result) {
+        Decision::Duplicate => Ok(SubmitOutcome::Duplicate),
+        Decision::Rejected(m) => Ok(SubmitOutcome::Rejected(m)),
+        Decision::Apply {
+            status,
+            result: json,
+            terminal,
+        } => {
+            let sql = if terminal {
+                "UPDATE task_pool SET status = $2, result = $3, completed_at = now(), \
+                 last_submitted_by = $4, last_submitted_attempt = attempts WHERE task_uuid = $1"
+            } else {
+                "UPDATE task_pool SET status = $2, result = $3, assigned_at = NULL, \
+                 last_submitted_by = $4, last_submitted_attempt = attempts WHERE task_uuid = $1"
+            };
+            diesel::sql_query(sql)
+                .bind::<Text, _>(&result.task_uuid)
+                .bind::<Text, _>(status)
+                .bind::<Jsonb, _>(json)
+                .bind::<Text, _>(executor)
+                .execute(conn)
+                .await?;
+            Ok(if terminal {
+                SubmitOutcome::Accepted {
+                    status: status.to_string(),
+                }
+            } else {
+                SubmitOutcome::Requeued
+            })
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Reaped {
+    #[diesel(sql_type = Text)]
+    status: String,
+}
+
+/// Re-queues (or gives up) stale assigned tasks of running cycles; returns (requeued, given_up).
+pub async fn reap_stale(
+    conn: &mut AsyncPgConnection,
+    threshold_seconds: f64,
+) -> Result<(usize, usize), DbError> {
+    let rows: Vec<Reaped> = diesel::sql_query(
+        "UPDATE task_pool t SET \
+           status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END, \
+           assigned_at = NULL, \
+           completed_at = CASE WHEN t.attempts >= t.max_attempts THEN now() ELSE NULL END, \
+           result = CASE WHEN t.attempts >= t.max_attempts THEN $2 ELSE t.result END \
+         WHERE t.id IN (SELECT s.id FROM task_pool s JOIN evaluation_cycles c ON c.id = s.cycle_id \
+           WHERE s.status = 'assigned' AND c.status = 'running' \
+             AND s.assigned_at < now() - make_interval(secs => $1) \
+           FOR UPDATE OF s SKIP LOCKED) \
+         RETURNING t.status",
+    )
+    .bind::<Double, _>(threshold_seconds)
+    .bind::<Jsonb, _>(max_attempts_result("stale assignment"))
+    .load(conn)
+    .await?;
+    let given_up = rows.iter().filter(|r| r.status == "failed").count();
+    Ok((rows.len() - given_up, given_up))
+}
