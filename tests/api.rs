@@ -798,3 +798,47 @@ async fn a_database_outage_gives_503s_and_the_api_recovers() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_document_lists_exactly_the_served_routes() {
+    let url = seeded().await;
+    let p = api(&url);
+    let doc = http(p.port, "GET", "/openapi.json", &[], None);
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let mut documented: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let mut served: Vec<String> = kinitro::api::ROUTE_PATTERNS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    documented.sort();
+    served.sort();
+    assert_eq!(documented, served);
+    for path in ["/v1/tasks/fetch", "/v1/tasks/submit"] {
+        assert_eq!(
+            doc["paths"][path]["post"]["security"],
+            json!([{"bearer": []}]),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    // Every documented route is really served (a concrete value for each path parameter).
+    for path in &served {
+        let concrete = path.replace("{block}", "12300").replace("{cycle_id}", "1");
+        let method = if path.starts_with("/v1/tasks/") && !path.ends_with("stats") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let body = (method == "POST").then_some(
+            r#"{"executor_id": "probe", "results": [{"task_uuid": "x", "success": false}]}"#,
+        );
+        let r = http(p.port, method, &concrete, &[AUTH], body);
+        assert_eq!(r.status, 200, "{method} {concrete}: {}", r.body);
+    }
+}

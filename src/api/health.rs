@@ -23,6 +23,7 @@ async fn database_up(state: &AppState) -> bool {
 }
 
 /// 200 when the database answers, 503 otherwise.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = super::openapi::Health), (status = 503, body = super::openapi::Health)))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let version = env!("CARGO_PKG_VERSION");
     if database_up(&state).await {

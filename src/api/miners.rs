@@ -51,6 +51,7 @@ struct Row {
 }
 
 /// The latest snapshot, ascending uid.
+#[utoipa::path(get, path = "/v1/miners", responses((status = 200, body = super::openapi::Miners), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn miners(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let snap: Snapshot = diesel::sql_query(

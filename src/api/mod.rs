@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod miners;
+pub mod openapi;
 pub mod scores;
 pub mod status;
 pub mod tasks;
@@ -71,73 +72,55 @@ impl AppState {
     }
 }
 
-/// Registers every route; each known route answers a wrong method with a JSON 405.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    let get = |path: &str, handler| {
-        web::resource(path.to_string())
-            .route(web::get().to(handler))
-            .default_service(web::to(error::method_not_allowed))
-    };
-    cfg.service(
-        web::resource("/health")
-            .route(web::get().to(health::health))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/status")
-            .route(web::get().to(status::status))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/weights/latest")
-            .route(web::get().to(weights::latest))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/weights/{block}")
-            .route(web::get().to(weights::by_block))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/scores/latest")
-            .route(web::get().to(scores::latest))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/scores/{cycle_id}")
-            .route(web::get().to(scores::by_cycle))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/miners")
-            .route(web::get().to(miners::miners))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/environments")
-            .route(web::get().to(status::environments))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/tasks/fetch")
-            .route(web::post().to(tasks::fetch))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/tasks/submit")
-            .route(web::post().to(tasks::submit))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/tasks/stats")
-            .route(web::get().to(tasks::stats))
-            .default_service(web::to(error::method_not_allowed)),
-    )
-    .service(get("/metrics", metrics_endpoint));
+/// One route: `method` to `handler`, any other method a JSON 405.
+fn route<F, Args>(path: &str, method: actix_web::Route, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(method.to(handler))
+        .default_service(web::to(error::method_not_allowed))
 }
 
+/// Registers every route of api.md 4 (the literal `latest` routes before the numeric ones).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(route("/health", web::get(), health::health))
+        .service(route("/v1/status", web::get(), status::status))
+        .service(route("/v1/weights/latest", web::get(), weights::latest))
+        .service(route("/v1/weights/{block}", web::get(), weights::by_block))
+        .service(route("/v1/scores/latest", web::get(), scores::latest))
+        .service(route("/v1/scores/{cycle_id}", web::get(), scores::by_cycle))
+        .service(route("/v1/miners", web::get(), miners::miners))
+        .service(route("/v1/environments", web::get(), status::environments))
+        .service(route("/v1/tasks/fetch", web::post(), tasks::fetch))
+        .service(route("/v1/tasks/submit", web::post(), tasks::submit))
+        .service(route("/v1/tasks/stats", web::get(), tasks::stats))
+        .service(route("/metrics", web::get(), metrics_endpoint))
+        .service(route("/openapi.json", web::get(), openapi::openapi_json));
+}
+
+/// The route patterns [`routes`] registers, for the OpenAPI consistency test.
+pub const ROUTE_PATTERNS: [&str; 13] = [
+    "/health",
+    "/v1/status",
+    "/v1/weights/latest",
+    "/v1/weights/{block}",
+    "/v1/scores/latest",
+    "/v1/scores/{cycle_id}",
+    "/v1/miners",
+    "/v1/environments",
+    "/v1/tasks/fetch",
+    "/v1/tasks/submit",
+    "/v1/tasks/stats",
+    "/metrics",
+    "/openapi.json",
+];
+
 /// `GET /metrics`: refreshes the database-derived values when due, then encodes.
-async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+pub async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
     if state.metrics.refresh_due() {
         match state.conn().await {
             Ok(mut conn) => {

@@ -89,6 +89,7 @@ async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> 
 }
 
 /// Scores of the highest-id completed cycle.
+#[utoipa::path(get, path = "/v1/scores/latest", responses((status = 200, body = super::openapi::Scores), (status = 404, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let cycle = cycles::latest_with_status(&mut conn, "completed").await?;
@@ -100,6 +101,7 @@ pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// Scores of any cycle.
+#[utoipa::path(get, path = "/v1/scores/{cycle_id}", params(("cycle_id" = u64, Path, description = "Cycle id")), responses((status = 200, body = super::openapi::Scores), (status = 404, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn by_cycle(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -105,6 +105,7 @@ async fn status_body(conn: &mut AsyncPgConnection) -> Result<Value, DbError> {
 }
 
 /// Always 200; `degraded` with empty fields when the database is unreachable.
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = super::openapi::Status)))]
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     let body = match state.conn().await {
         Ok(mut conn) => status_body(&mut conn).await.ok(),
@@ -131,6 +132,7 @@ struct EnvStat {
 }
 
 /// Every registered env with its latest completed cycle's statistics.
+#[utoipa::path(get, path = "/v1/environments", responses((status = 200, body = Vec<super::openapi::Environment>), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn environments(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, super::error::ApiError> {

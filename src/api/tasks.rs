@@ -73,6 +73,7 @@ async fn total_pending(state: &AppState, conn: &mut diesel_async::AsyncPgConnect
 }
 
 /// Claims a batch of tasks; committed before the answer.
+#[utoipa::path(post, path = "/v1/tasks/fetch", request_body = super::openapi::FetchRequest, security(("bearer" = [])), responses((status = 200, body = super::openapi::FetchResponse), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 413, body = super::openapi::ErrorBody), (status = 415, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn fetch(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -124,6 +125,7 @@ fn parse_result(v: &Value, path: &str) -> Result<TaskResult, ApiError> {
 }
 
 /// Applies results, each in its own transaction; 200 even when all are rejected.
+#[utoipa::path(post, path = "/v1/tasks/submit", request_body = super::openapi::SubmitRequest, security(("bearer" = [])), responses((status = 200, body = super::openapi::SubmitResponse), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 413, body = super::openapi::ErrorBody), (status = 415, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn submit(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -201,6 +203,7 @@ struct CycleId {
 }
 
 /// Task counts of a cycle (given, else the running one, else all).
+#[utoipa::path(get, path = "/v1/tasks/stats", params(("cycle_id" = Option<u64>, Query, description = "Cycle (default: the running one)")), responses((status = 200, body = super::openapi::TaskStats), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn stats(
     state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,

@@ -79,6 +79,7 @@ const LATEST_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The weights with the largest block (ties: largest id), cached per process for at most 5 s; a
 /// 404 is never cached.
+#[utoipa::path(get, path = "/v1/weights/latest", responses((status = 200, body = super::openapi::Weights), (status = 404, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let cached = state
         .weights_cache
@@ -104,6 +105,7 @@ pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// The weights of one block.
+#[utoipa::path(get, path = "/v1/weights/{block}", params(("block" = u64, Path, description = "Block number")), responses((status = 200, body = super::openapi::Weights), (status = 404, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn by_block(
     state: web::Data<AppState>,
     path: web::Path<String>,

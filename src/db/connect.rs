@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::AsyncPgConnection;
 use futures_util::FutureExt;
 use thiserror::Error;
@@ -78,6 +80,9 @@ pub async fn connect_with(
 /// Builds a pool of `size` connections; checkouts wait at most [`CONNECT_TIMEOUT`].
 pub fn pool(url: &DatabaseUrl, size: usize) -> Result<DbPool, DbError> {
     let mut setup = ManagerConfig::<AsyncPgConnection>::default();
+    // A checkout only checks that the connection is open and idle, without a test query per request:
+    // a connection the server closed is seen as closed and replaced.
+    setup.recycling_method = RecyclingMethod::Fast;
     let owned = url.clone();
     setup.custom_setup = Box::new(move |_| {
         let url = owned.clone();

@@ -3,8 +3,11 @@
 //! `kinitro run` uses the same functions.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::Untyped;
 use diesel::sql_types::{Array, BigInt, Double, Integer, Jsonb, Nullable, Text, Timestamptz};
-use diesel::{OptionalExtension, QueryableByName};
+use diesel::{OptionalExtension, QueryResult, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use kinitro_actors::tasks::{decide, max_attempts_result, Decision, TaskResult, TaskState};
 
@@ -82,25 +85,52 @@ const CLAIMED_COLUMNS: &str = "task_pool.id, task_pool.task_uuid, task_pool.cycl
     task_pool.env_id, task_pool.seed, task_pool.sim_seed, task_pool.status, task_pool.created_at, \
     task_pool.attempts";
 
-/// The claim statement of database.md 6.1 with only the filters in use, so that each variant gets
-/// its own plan on the pending-rows index.
-fn claim_sql(env_filter: bool, shard: bool) -> String {
-    let mut next = 3;
-    let mut conds = String::new();
-    if env_filter {
-        conds.push_str(&format!(" AND t.env_id = ANY(${next})"));
-        next += 1;
+/// The claim statement of database.md 6.1 with only the filters in use. Unlike `sql_query`, it is
+/// safe to cache as a prepared statement (keyed by its SQL text), so each filter variant is parsed and
+/// planned once per connection instead of on every claim.
+struct ClaimQuery<'a> {
+    executor: &'a str,
+    batch_size: i64,
+    env_ids: Option<&'a Vec<String>>,
+    shard: Option<(i32, i32)>,
+}
+
+impl QueryId for ClaimQuery<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for ClaimQuery<'_> {
+    type SqlType = Untyped;
+}
+
+impl QueryFragment<Pg> for ClaimQuery<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH picked AS (SELECT t.id FROM task_pool t JOIN evaluation_cycles c ON c.id = t.cycle_id \
+             WHERE t.status = 'pending' AND c.status = 'running'",
+        );
+        if let Some(envs) = self.env_ids {
+            out.push_sql(" AND t.env_id = ANY(");
+            out.push_bind_param::<Array<Text>, _>(envs)?;
+            out.push_sql(")");
+        }
+        if let Some((index, count)) = &self.shard {
+            out.push_sql(" AND t.miner_uid % ");
+            out.push_bind_param::<Integer, _>(count)?;
+            out.push_sql(" = ");
+            out.push_bind_param::<Integer, _>(index)?;
+        }
+        out.push_sql(" ORDER BY t.id LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.batch_size)?;
+        out.push_sql(
+            " FOR UPDATE OF t SKIP LOCKED) UPDATE task_pool SET status = 'assigned', assigned_to = ",
+        );
+        out.push_bind_param::<Text, _>(self.executor)?;
+        out.push_sql(", assigned_at = now(), attempts = attempts + 1 FROM picked WHERE task_pool.id = picked.id RETURNING ");
+        out.push_sql(CLAIMED_COLUMNS);
+        Ok(())
     }
-    if shard {
-        conds.push_str(&format!(" AND t.miner_uid % ${} = ${}", next, next + 1));
-    }
-    format!(
-        "WITH picked AS (SELECT t.id FROM task_pool t JOIN evaluation_cycles c ON c.id = t.cycle_id \
-         WHERE t.status = 'pending' AND c.status = 'running'{conds} \
-         ORDER BY t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED) \
-         UPDATE task_pool SET status = 'assigned', assigned_to = $1, assigned_at = now(), \
-         attempts = attempts + 1 FROM picked WHERE task_pool.id = picked.id RETURNING {CLAIMED_COLUMNS}"
-    )
 }
 
 /// Claims up to `batch_size` pending tasks for `executor` in one committed statement; sorted by id.
@@ -110,19 +140,11 @@ pub async fn claim(
     batch_size: i64,
     filter: &ClaimFilter,
 ) -> Result<Vec<ClaimedTask>, DbError> {
-    let envs = filter.env_ids.as_ref().filter(|e| !e.is_empty());
-    let sql = claim_sql(envs.is_some(), filter.shard.is_some());
-    let query = diesel::sql_query(sql)
-        .into_boxed::<diesel::pg::Pg>()
-        .bind::<Text, _>(executor.to_string())
-        .bind::<BigInt, _>(batch_size);
-    let query = match envs {
-        Some(e) => query.bind::<Array<Text>, _>(e.clone()),
-        None => query,
-    };
-    let query = match filter.shard {
-        Some((index, count)) => query.bind::<Integer, _>(count).bind::<Integer, _>(index),
-        None => query,
+    let query = ClaimQuery {
+        executor,
+        batch_size,
+        env_ids: filter.env_ids.as_ref().filter(|e| !e.is_empty()),
+        shard: filter.shard,
     };
     let mut rows: Vec<ClaimedTask> = query.load(conn).await?;
     rows.sort_by_key(|t| t.id);
