@@ -116,7 +116,7 @@ pub fn init_logging(
 ) -> CommandResult {
     let level = match (cli_level, level_env) {
         (Some(l), _) => l,
-        (None, Some(env)) => env.get::<LogLevel>("LOG_LEVEL")?.unwrap_or(LogLevel::Info),
+        (None, Some(env)) => crate::config::log_level(env)?.unwrap_or(LogLevel::Info),
         (None, None) => LogLevel::Info,
     };
     let format = match cli_format {

@@ -16,7 +16,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use source::{ConfigError, Env, List, Seconds, SettingValue, StringMap};
+pub use source::{record_variables, ConfigError, Env, List, Seconds, SettingValue, StringMap};
 
 /// Default database URL of `api`, `scheduler` and `db` (config.md 1.1).
 pub const DEFAULT_DATABASE_URL: &str = "postgresql://postgres:postgres@localhost:5432/kinitro";
@@ -180,6 +180,57 @@ impl SettingValue for LogFormat {
             _ => None,
         }
     }
+}
+
+/// The service's log level variable (`<PREFIX>LOG_LEVEL`), if set.
+pub fn log_level(env: &Env) -> Result<Option<LogLevel>, ConfigError> {
+    env.get("LOG_LEVEL")
+}
+
+/// `KINITRO_LOG_FORMAT`, if set.
+pub fn log_format() -> Result<Option<LogFormat>, ConfigError> {
+    generic_env().get("LOG_FORMAT")
+}
+
+/// Every environment variable the configuration code reads, found by resolving every service's
+/// configuration with recording on (documentation and example files are tested against it).
+pub fn known_variables() -> std::collections::BTreeSet<String> {
+    record_variables(|| {
+        let _ = run::RunConfig::resolve(&run::RunFlags::default());
+        for prefix in [
+            "KINITRO_API_",
+            "KINITRO_SCHEDULER_",
+            "KINITRO_EXECUTOR_",
+            "KINITRO_MINER_",
+            "KINITRO_RUN_",
+        ] {
+            let _ = log_level(&Env::from_process(&[prefix]));
+        }
+        for prefix in ["KINITRO_API_", "KINITRO_SCHEDULER_"] {
+            let _ = resolve_database_url(None, &Env::from_process(&[prefix]), None);
+        }
+        let _ = api::ApiConfig::resolve(
+            &api::ApiFlags::default(),
+            None,
+            None,
+            &Env::from_process(&["KINITRO_API_"]),
+        );
+        let _ = scheduler::SchedulerConfig::resolve(
+            &scheduler::SchedulerFlags::default(),
+            None,
+            None,
+            &Env::from_process(&["KINITRO_SCHEDULER_"]),
+        );
+        let _ = executor::ExecutorConfig::resolve(
+            &executor::ExecutorFlags::default(),
+            &Env::from_process(&["KINITRO_EXECUTOR_"]),
+        );
+        let _ = miner::MinerConfig::resolve(
+            &miner::MinerFlags::default(),
+            &Env::from_process(&["KINITRO_MINER_"]),
+        );
+        let _ = log_format();
+    })
 }
 
 /// Number of CPUs, the default of the worker and pool counts.

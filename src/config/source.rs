@@ -142,6 +142,20 @@ pub fn parse_list(raw: &str) -> Option<Vec<String>> {
     )
 }
 
+thread_local! {
+    /// Variable names asked for while recording (see [`record_variables`]).
+    static ASKED: std::cell::RefCell<Option<std::collections::BTreeSet<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and returns every variable name the [`Env`]s it used asked for: for a layered `Env`, the
+/// name under its last (the service's own) prefix. The configuration code is thereby the list of
+/// variables that documentation and example files are checked against.
+pub fn record_variables(f: impl FnOnce()) -> std::collections::BTreeSet<String> {
+    ASKED.with(|a| *a.borrow_mut() = Some(Default::default()));
+    f();
+    ASKED.with(|a| a.borrow_mut().take().unwrap_or_default())
+}
+
 /// One prefix's variables, keys lower case without the prefix (as envy delivers them).
 #[derive(Debug, Clone)]
 struct Layer {
@@ -186,6 +200,14 @@ impl Env {
 
     /// The first layer's variable for `field` (upper case, without prefix) and its full name.
     fn raw(&self, field: &str) -> Option<(String, &str)> {
+        if let Some(last) = self.layers.last() {
+            let name = format!("{}{field}", last.prefix);
+            ASKED.with(|a| {
+                if let Some(set) = a.borrow_mut().as_mut() {
+                    set.insert(name);
+                }
+            });
+        }
         let key = field.to_ascii_lowercase();
         self.layers.iter().find_map(|l| {
             l.vars
