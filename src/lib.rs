@@ -4,7 +4,9 @@
 //! HTTP API, …) around the core crate `kinitro-actors`. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod logging;
+pub mod scheduler;

@@ -100,7 +100,7 @@ fn unfinished_services_say_so() {
         &["executor"],
         &["env", "list"],
         &["miner", "serve"],
-        &["crypto", "generate-keypair"],
+        &["crypto", "fetch-public-key", "-b", "5F"],
         &["run", "--demo"],
     ] {
         let o = kinitro(args, &[]);
@@ -110,6 +110,14 @@ fn unfinished_services_say_so() {
             "{args:?}: {}",
             stderr(&o)
         );
+    }
+    // List flags take a JSON array or a comma-separated list.
+    for list in [
+        r#"["metaworld/reach-v3","metaworld/push-v3"]"#,
+        "metaworld/reach-v3,metaworld/push-v3",
+    ] {
+        let o = kinitro(&["executor", "--env-ids", list], &[]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     }
     let o = kinitro(&["env", "build", "metaworld", "--push"], &[]);
     assert_eq!(o.status.code(), Some(2));

@@ -40,3 +40,69 @@ mod tests {
         assert!(!is_registered("procthor/x"));
     }
 }
+
+/// The cycle's env list (scheduler.md 6): explicit ids (deduplicated, all registered) win over
+/// families (registry order per family); otherwise every registered id.
+pub fn resolve(ids: Option<&[String]>, families: Option<&[String]>) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |id: &str| {
+        if !out.iter().any(|e| e == id) {
+            out.push(id.to_string());
+        }
+    };
+    match (ids, families) {
+        (Some(ids), _) if !ids.is_empty() => {
+            for id in ids {
+                if !is_registered(id) {
+                    return Err(format!("unknown environment id: {id}"));
+                }
+                push(id);
+            }
+        }
+        (_, Some(families)) if !families.is_empty() => {
+            for f in families {
+                ENV_IDS
+                    .iter()
+                    .filter(|id| family(id) == f)
+                    .for_each(|id| push(id));
+            }
+            if out.is_empty() {
+                return Err("Environment family filter produced zero environments".into());
+            }
+        }
+        _ => ENV_IDS.iter().for_each(|id| push(id)),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+
+    #[test]
+    fn env_list_rules() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(resolve(None, None).unwrap().len(), 8);
+        assert_eq!(
+            resolve(
+                Some(&s(&[
+                    "metaworld/push-v3",
+                    "metaworld/reach-v3",
+                    "metaworld/push-v3"
+                ])),
+                Some(&s(&["x"]))
+            )
+            .unwrap(),
+            s(&["metaworld/push-v3", "metaworld/reach-v3"])
+        );
+        assert_eq!(
+            resolve(Some(&s(&["metaworld/fly-v3"])), None).unwrap_err(),
+            "unknown environment id: metaworld/fly-v3"
+        );
+        assert_eq!(resolve(None, Some(&s(&["metaworld"]))).unwrap().len(), 8);
+        assert_eq!(
+            resolve(None, Some(&s(&["procthor"]))).unwrap_err(),
+            "Environment family filter produced zero environments"
+        );
+    }
+}

@@ -3,10 +3,12 @@
 //! Exit status: 0 success, 1 runtime or start-up failure, 2 usage error.
 
 pub mod api;
+pub mod crypto;
 pub mod db;
 pub mod healthcheck;
 pub mod later;
 pub mod run;
+pub mod scheduler;
 pub mod scoring;
 
 use std::process::ExitCode;
@@ -43,7 +45,7 @@ pub enum Command {
     /// HTTP API only (stateless; any number behind a load balancer)
     Api(api::ApiArgs),
     /// Scheduler only: miners, cycles, scoring, weights
-    Scheduler(later::SchedulerArgs),
+    Scheduler(scheduler::SchedulerArgs),
     /// Remote executor: fetches tasks from the API and runs episodes
     Executor(later::ExecutorArgs),
     /// API + scheduler + local executor in one process
@@ -58,7 +60,7 @@ pub enum Command {
     Miner(later::MinerCommand),
     /// Keys and commitments
     #[command(subcommand)]
-    Crypto(later::CryptoCommand),
+    Crypto(crypto::CryptoCommand),
     /// Scoring on a JSON document or on generated data
     #[command(subcommand)]
     Scoring(scoring::ScoringCommand),
@@ -148,11 +150,11 @@ pub fn main() -> ExitCode {
         Command::Db(args) => db::execute(args, cli.log_level, cli.log_format),
         Command::Scoring(cmd) => scoring::execute(cmd),
         Command::Healthcheck(args) => healthcheck::execute(args),
-        Command::Scheduler(args) => later::scheduler(args),
+        Command::Scheduler(args) => scheduler::execute(args, cli.log_level, cli.log_format),
         Command::Executor(args) => later::executor(args),
         Command::Env(cmd) => later::env(cmd),
         Command::Miner(cmd) => later::miner(cmd),
-        Command::Crypto(cmd) => later::crypto(cmd),
+        Command::Crypto(cmd) => crypto::execute(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! `kinitro run`: everything in one process (config.md 3.4).
 //!
-//! This build serves the API on the given database or on the managed local PostgreSQL; the scheduler
-//! and the local executor join it as their issues land, and `--demo` needs both.
+//! This build runs the API and, with a miners file, the scheduler, on the given database or on the
+//! managed local PostgreSQL; the local executor joins them when its issue lands (until then tasks
+//! wait for remote executors), and `--demo` needs it.
 
 use clap::Args;
 
@@ -61,29 +62,51 @@ pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>
 async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl) -> CommandResult {
     let applied = db::prepare(url).await?;
     tracing::info!(applied, target = %url.target(), "database ready");
-    tracing::warn!(
-        "the scheduler and the local executor are not in this build yet: serving the API only"
-    );
     let pool = db::pool(url, config.api.db_pool_size)?;
     let state = AppState::new(
         &config.api,
         pool,
         std::sync::Arc::new(api::metrics::Metrics::new()),
     );
+    let scheduler = if config.scheduler.miners_file.is_some() {
+        let cache = state.weights_cache.clone();
+        let s = super::scheduler::prepare(config.scheduler.clone(), url)
+            .await?
+            .on_new_weights(std::sync::Arc::new(move || *cache.lock().unwrap() = None));
+        Some(actix_web::rt::spawn(
+            s.run(super::scheduler::shutdown_signal()),
+        ))
+    } else {
+        tracing::warn!("the scheduler is not started: reading miners from the chain is not available yet in this build; pass --miners-file");
+        None
+    };
+    if config.executor.pools > 0 {
+        tracing::warn!("the local executor is not in this build yet: tasks wait for remote executors (kinitro executor or upstream executors via the API)");
+    }
     let server = api::serve(&config.api, state).map_err(|e| {
         Failure::runtime(format!(
             "cannot bind {}:{}: {e}",
             config.api.host, config.api.port
         ))
     })?;
+    let handle = server.handle();
     let shown_host = if config.api.host == "0.0.0.0" {
         "127.0.0.1"
     } else {
         config.api.host.as_str()
     };
     println!(
-        "kinitro API: http://{shown_host}:{}  (try /health and /v1/weights/latest)",
+        "kinitro API: http://{shown_host}:{}  (weights: /v1/weights/latest)",
         config.api.port
     );
-    server.await.map_err(Failure::runtime)
+    let Some(scheduler) = scheduler else {
+        return server.await.map_err(Failure::runtime);
+    };
+    let server = actix_web::rt::spawn(server);
+    // Shutdown order: the scheduler fails its running cycle first, then the API stops; a lost
+    // scheduler lock stops the whole process.
+    let outcome = scheduler.await.map_err(Failure::runtime)?;
+    handle.stop(true).await;
+    let _ = server.await;
+    outcome.map_err(Failure::runtime)
 }

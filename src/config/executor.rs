@@ -72,7 +72,7 @@ pub struct ExecutorFlags {
     pub eval_gpu: bool,
     /// Env ids served [env: KINITRO_EXECUTOR_ENV_IDS, default all registered]
     #[arg(long, value_parser = parse_list_flag)]
-    pub env_ids: Option<Vec<String>>,
+    pub env_ids: Option<List>,
     /// Shard of miner_uid % count [env: KINITRO_EXECUTOR_SHARD_INDEX, default 0]
     #[arg(long)]
     pub shard_index: Option<u32>,
@@ -232,7 +232,7 @@ impl ExecutorConfig {
                 None => env.get("EVAL_MODE")?.unwrap_or(EvalMode::Native),
             },
             env_ids: match &flags.env_ids {
-                Some(v) => Some(v.clone()),
+                Some(v) => Some(v.0.clone()),
                 None => env.get::<List>("ENV_IDS")?.map(|l| l.0),
             },
             shard_index,

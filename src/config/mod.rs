@@ -238,9 +238,11 @@ pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// clap value parser for list flags (JSON array or comma-separated).
-pub fn parse_list_flag(raw: &str) -> Result<Vec<String>, String> {
+/// clap value parser for list flags (JSON array or comma-separated). It yields the [`List`] newtype:
+/// clap would take a plain `Vec` for a multi-value option.
+pub fn parse_list_flag(raw: &str) -> Result<List, String> {
     source::parse_list(raw)
+        .map(List)
         .ok_or_else(|| "expected a JSON array of strings or a comma-separated list".into())
 }
 

@@ -23,10 +23,10 @@ pub struct SchedulerFlags {
     pub episodes_per_env: Option<u32>,
     /// Environment families to evaluate [env: KINITRO_SCHEDULER_ENV_FAMILIES, default all]
     #[arg(long, value_parser = parse_list_flag)]
-    pub env_families: Option<Vec<String>>,
+    pub env_families: Option<List>,
     /// Explicit env ids; wins over families [env: KINITRO_SCHEDULER_ENV_IDS, default all]
     #[arg(long, value_parser = parse_list_flag)]
-    pub env_ids: Option<Vec<String>>,
+    pub env_ids: Option<List>,
     /// Read miners from this TOML/JSON file instead of the chain [env: KINITRO_SCHEDULER_MINERS_FILE]
     #[arg(long)]
     pub miners_file: Option<PathBuf>,
@@ -145,11 +145,11 @@ impl SchedulerConfig {
             heartbeat_interval_seconds: heartbeat.unwrap_or(30),
             chain_timeout: env.get("CHAIN_TIMEOUT_SECONDS")?.unwrap_or(Seconds(30.0)),
             env_families: match &flags.env_families {
-                Some(v) => Some(v.clone()),
+                Some(v) => Some(v.0.clone()),
                 None => env.get::<List>("ENV_FAMILIES")?.map(|l| l.0),
             },
             env_ids: match &flags.env_ids {
-                Some(v) => Some(v.clone()),
+                Some(v) => Some(v.0.clone()),
                 None => env.get::<List>("ENV_IDS")?.map(|l| l.0),
             },
             miners_file: match &flags.miners_file {

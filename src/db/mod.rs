@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod connect;
+pub mod cycles;
+pub mod lock;
 pub mod managed;
 pub mod migrate;
 pub mod schema;

@@ -1,0 +1,481 @@
+//! What the scheduler writes (database.md 3, 4.1, 6.3, 6.4, 7): cycle creation with its registry
+//! snapshot and tasks in one transaction, failure with task cancellation, completion with scores and
+//! weights, the restart cleanup, the heartbeat and the seed secret.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use kinitro_actors::registry::{ClassifiedMiner, MinerStatus};
+use kinitro_actors::scoring::aggregate::{EpisodeOutcome, FailureKind, PairStats};
+use serde_json::{json, Value};
+
+use super::connect::DbError;
+use super::schema::{miner_scores, miners, task_pool};
+
+/// Largest multi-row INSERT (stays under PostgreSQL's bind-parameter limit).
+const INSERT_CHUNK: usize = 1000;
+
+/// `evaluation_cycles.registry_source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrySource {
+    /// The chain.
+    Chain,
+    /// A miners file.
+    File,
+}
+
+impl RegistrySource {
+    /// Column spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chain => "chain",
+            Self::File => "file",
+        }
+    }
+}
+
+/// One task row to insert.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = task_pool)]
+pub struct NewTask {
+    /// UUID v4 text.
+    pub task_uuid: String,
+    /// Cycle (set by [`create_cycle`]).
+    pub cycle_id: i32,
+    /// Miner uid.
+    pub miner_uid: i32,
+    /// Miner hotkey.
+    pub miner_hotkey: String,
+    /// Base URL.
+    pub miner_endpoint: String,
+    /// Repo.
+    pub miner_repo: Option<String>,
+    /// Revision.
+    pub miner_revision: Option<String>,
+    /// Env.
+    pub env_id: String,
+    /// Public seed.
+    pub seed: i32,
+    /// Secret seed (u64 bits).
+    pub sim_seed: i64,
+    /// Claims allowed.
+    pub max_attempts: i32,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = miners)]
+struct NewMiner<'a> {
+    cycle_id: i32,
+    uid: i32,
+    hotkey: &'a str,
+    commitment: Option<&'a str>,
+    repo: Option<&'a str>,
+    revision: Option<&'a str>,
+    endpoint: Option<&'a str>,
+    encrypted: bool,
+    commit_block: Option<i64>,
+    status: &'a str,
+    status_reason: Option<&'a str>,
+}
+
+/// The start of a cycle: block, env list and the classified snapshot.
+#[derive(Debug, Clone)]
+pub struct NewCycle<'a> {
+    /// Block of the snapshot.
+    pub block: i64,
+    /// Env ids in order.
+    pub env_ids: &'a [String],
+    /// Episodes per (miner, env).
+    pub episodes_per_env: i32,
+    /// Where the miners came from.
+    pub source: RegistrySource,
+    /// Every snapshot entry.
+    pub miners: &'a [ClassifiedMiner],
+}
+
+/// What [`create_cycle`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedCycle {
+    /// Cycle id.
+    pub id: i32,
+    /// Active miners (0: the cycle was failed with `no evaluable miners`).
+    pub active: usize,
+    /// Tasks inserted.
+    pub tasks: usize,
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = Integer)]
+    id: i32,
+}
+
+/// Writes the cycle row, the snapshot and the tasks made by `make_tasks(cycle_id)` in one
+/// transaction; a snapshot without an active miner fails the cycle with `no evaluable miners`.
+pub async fn create_cycle(
+    conn: &mut AsyncPgConnection,
+    cycle: &NewCycle<'_>,
+    make_tasks: impl FnOnce(i32) -> Vec<NewTask> + Send,
+) -> Result<CreatedCycle, DbError> {
+    let active = cycle
+        .miners
+        .iter()
+        .filter(|m| m.status == MinerStatus::Active)
+        .count();
+    let created = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let row: Id = diesel::sql_query(
+                "INSERT INTO evaluation_cycles (block_number, status, env_ids, n_environments, episodes_per_env, registry_source) \
+                 VALUES ($1, 'running', $2, $3, $4, $5) RETURNING id",
+            )
+            .bind::<BigInt, _>(cycle.block)
+            .bind::<Jsonb, _>(json!(cycle.env_ids))
+            .bind::<Integer, _>(cycle.env_ids.len() as i32)
+            .bind::<Integer, _>(cycle.episodes_per_env)
+            .bind::<Text, _>(cycle.source.as_str())
+            .get_result(conn)
+            .await?;
+            let rows: Vec<NewMiner> = cycle
+                .miners
+                .iter()
+                .map(|m| NewMiner {
+                    cycle_id: row.id,
+                    uid: i32::from(m.entry.uid),
+                    hotkey: &m.entry.hotkey,
+                    commitment: m.entry.commitment.as_deref(),
+                    repo: m.repo.as_deref(),
+                    revision: m.revision.as_deref(),
+                    endpoint: m.endpoint.as_deref(),
+                    encrypted: m.encrypted,
+                    commit_block: m.entry.commit_block.map(|b| b as i64),
+                    status: m.status.as_str(),
+                    status_reason: m.status_reason.as_deref(),
+                })
+                .collect();
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                diesel::insert_into(miners::table).values(chunk).execute(conn).await?;
+            }
+            if active == 0 {
+                diesel::sql_query(
+                    "UPDATE evaluation_cycles SET status = 'failed', error_message = 'no evaluable miners', \
+                     n_miners = 0, completed_at = now() WHERE id = $1",
+                )
+                .bind::<Integer, _>(row.id)
+                .execute(conn)
+                .await?;
+                return Ok(CreatedCycle { id: row.id, active: 0, tasks: 0 });
+            }
+            let tasks = make_tasks(row.id);
+            for chunk in tasks.chunks(INSERT_CHUNK) {
+                diesel::insert_into(task_pool::table).values(chunk).execute(conn).await?;
+            }
+            diesel::sql_query("UPDATE evaluation_cycles SET n_miners = $2 WHERE id = $1")
+                .bind::<Integer, _>(row.id)
+                .bind::<Integer, _>(active as i32)
+                .execute(conn)
+                .await?;
+            Ok(CreatedCycle { id: row.id, active, tasks: tasks.len() })
+        })
+        .await?;
+    Ok(created)
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+/// Tasks of the cycle still `pending` or `assigned`.
+pub async fn open_tasks(conn: &mut AsyncPgConnection, cycle_id: i32) -> Result<i64, DbError> {
+    let c: Count = diesel::sql_query(
+        "SELECT count(*) AS count FROM task_pool WHERE cycle_id = $1 AND status IN ('pending', 'assigned')",
+    )
+    .bind::<Integer, _>(cycle_id)
+    .get_result(conn)
+    .await?;
+    Ok(c.count)
+}
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+/// Task counts of a cycle per status.
+pub async fn progress(
+    conn: &mut AsyncPgConnection,
+    cycle_id: i32,
+) -> Result<Vec<(String, i64)>, DbError> {
+    let rows: Vec<StatusCount> = diesel::sql_query(
+        "SELECT status, count(*) AS count FROM task_pool WHERE cycle_id = $1 GROUP BY status",
+    )
+    .bind::<Integer, _>(cycle_id)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.count)).collect())
+}
+
+/// Fails a running cycle with `message` and cancels its unfinished tasks with `{"error": task_error}`,
+/// in one transaction. Returns the number of cancelled tasks.
+pub async fn fail_cycle(
+    conn: &mut AsyncPgConnection,
+    cycle_id: i32,
+    message: &str,
+    task_error: &str,
+) -> Result<usize, DbError> {
+    let cancelled = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            diesel::sql_query(
+                "UPDATE evaluation_cycles SET status = 'failed', error_message = $2, completed_at = now() \
+                 WHERE id = $1 AND status IN ('running', 'pending')",
+            )
+            .bind::<Integer, _>(cycle_id)
+            .bind::<Text, _>(message)
+            .execute(conn)
+            .await?;
+            diesel::sql_query(
+                "UPDATE task_pool SET status = 'cancelled', completed_at = now(), result = $2 \
+                 WHERE cycle_id = $1 AND status IN ('pending', 'assigned')",
+            )
+            .bind::<Integer, _>(cycle_id)
+            .bind::<Jsonb, _>(json!({ "error": task_error }))
+            .execute(conn)
+            .await
+        })
+        .await?;
+    Ok(cancelled)
+}
+
+/// The restart cleanup (database.md 7): every running or pending cycle fails, its unfinished tasks
+/// are cancelled. Returns (cycles, tasks).
+pub async fn restart_cleanup(conn: &mut AsyncPgConnection) -> Result<(usize, usize), DbError> {
+    let counts = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let tasks = diesel::sql_query(
+                "UPDATE task_pool SET status = 'cancelled', completed_at = now(), \
+                 result = '{\"error\": \"Cycle cancelled on scheduler restart\"}' \
+                 WHERE status IN ('pending', 'assigned') AND cycle_id IN \
+                 (SELECT id FROM evaluation_cycles WHERE status IN ('running', 'pending'))",
+            )
+            .execute(conn)
+            .await?;
+            let cycles = diesel::sql_query(
+                "UPDATE evaluation_cycles SET status = 'failed', completed_at = now(), \
+                 error_message = 'Cancelled on scheduler restart (cycle isolation)' WHERE status IN ('running', 'pending')",
+            )
+            .execute(conn)
+            .await?;
+            Ok((cycles, tasks))
+        })
+        .await?;
+    Ok(counts)
+}
+
+#[derive(QueryableByName)]
+struct ResultRow {
+    #[diesel(sql_type = Integer)]
+    miner_uid: i32,
+    #[diesel(sql_type = Text)]
+    env_id: String,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    result: Option<Value>,
+}
+
+/// The counted-or-excluded outcomes of a cycle's finished tasks (scoring.md 2, steps 1–3).
+pub async fn outcomes(
+    conn: &mut AsyncPgConnection,
+    cycle_id: i32,
+) -> Result<Vec<EpisodeOutcome>, DbError> {
+    let rows: Vec<ResultRow> = diesel::sql_query(
+        "SELECT miner_uid, env_id, result FROM task_pool WHERE cycle_id = $1 AND status IN ('completed', 'failed') \
+         AND result IS NOT NULL ORDER BY id",
+    )
+    .bind::<Integer, _>(cycle_id)
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let res = r.result?;
+            let failure_kind = match res.get("failure_kind").and_then(Value::as_str) {
+                Some("miner") => Some(FailureKind::Miner),
+                Some("infrastructure") => Some(FailureKind::Infrastructure),
+                _ => None,
+            };
+            Some(EpisodeOutcome {
+                miner_uid: r.miner_uid as u32,
+                env_id: r.env_id,
+                success: res.get("success").and_then(Value::as_bool).unwrap_or(false),
+                failure_kind,
+                total_reward: res
+                    .get("total_reward")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0),
+            })
+        })
+        .collect())
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = miner_scores)]
+struct NewScore {
+    cycle_id: i32,
+    uid: i32,
+    hotkey: String,
+    env_id: String,
+    success_rate: f64,
+    mean_reward: f64,
+    episodes_completed: i32,
+    episodes_failed: i32,
+    episodes_excluded: i32,
+}
+
+/// Everything a completed cycle stores.
+#[derive(Debug, Clone)]
+pub struct CycleResult<'a> {
+    /// Cycle.
+    pub cycle_id: i32,
+    /// Its block.
+    pub block: i64,
+    /// Score rows (counted pairs only).
+    pub scores: &'a [PairStats],
+    /// Hotkey per uid from the snapshot (`unknown` when absent).
+    pub hotkeys: &'a std::collections::BTreeMap<u32, String>,
+    /// `{"<uid>": weight}`.
+    pub weights: Value,
+    /// `{"uids": [...], "values": [...]}`.
+    pub weights_u16: Value,
+    /// Frontier uids ascending.
+    pub frontier: Vec<u32>,
+}
+
+/// Stores scores, weights and the frontier and completes the cycle, in one transaction.
+pub async fn complete_cycle(
+    conn: &mut AsyncPgConnection,
+    r: &CycleResult<'_>,
+) -> Result<(), DbError> {
+    let scores: Vec<NewScore> = r
+        .scores
+        .iter()
+        .map(|s| NewScore {
+            cycle_id: r.cycle_id,
+            uid: s.uid as i32,
+            hotkey: r
+                .hotkeys
+                .get(&s.uid)
+                .cloned()
+                .unwrap_or_else(|| "unknown".into()),
+            env_id: s.env_id.clone(),
+            success_rate: s.success_rate,
+            mean_reward: s.mean_reward,
+            episodes_completed: s.episodes_completed as i32,
+            episodes_failed: s.episodes_failed as i32,
+            episodes_excluded: s.episodes_excluded as i32,
+        })
+        .collect();
+    conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+        for chunk in scores.chunks(INSERT_CHUNK) {
+            diesel::insert_into(miner_scores::table).values(chunk).execute(conn).await?;
+        }
+        diesel::sql_query(
+            "INSERT INTO computed_weights (cycle_id, block_number, weights_json, weights_u16_json) VALUES ($1, $2, $3, $4)",
+        )
+        .bind::<Integer, _>(r.cycle_id)
+        .bind::<BigInt, _>(r.block)
+        .bind::<Jsonb, _>(&r.weights)
+        .bind::<Jsonb, _>(&r.weights_u16)
+        .execute(conn)
+        .await?;
+        diesel::sql_query(
+            "UPDATE evaluation_cycles SET status = 'completed', completed_at = now(), pareto_frontier = $2, \
+             duration_seconds = EXTRACT(EPOCH FROM (now() - started_at)) WHERE id = $1",
+        )
+        .bind::<Integer, _>(r.cycle_id)
+        .bind::<Jsonb, _>(json!(r.frontier))
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// The largest cycle block so far (synthetic blocks must strictly increase).
+pub async fn last_block(conn: &mut AsyncPgConnection) -> Result<Option<i64>, DbError> {
+    #[derive(QueryableByName)]
+    struct B {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        b: Option<i64>,
+    }
+    let b: B = diesel::sql_query("SELECT max(block_number) AS b FROM evaluation_cycles")
+        .get_result(conn)
+        .await?;
+    Ok(b.b)
+}
+
+/// The heartbeat row (database.md 2.7).
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// Last block read.
+    pub current_block: Option<i64>,
+    /// Last chain read succeeded.
+    pub chain_ok: bool,
+    /// Last chain error.
+    pub chain_error: Option<String>,
+    /// Registry source.
+    pub source: RegistrySource,
+    /// Env list.
+    pub env_ids: Vec<String>,
+    /// Pause between cycles.
+    pub eval_interval_seconds: i32,
+    /// Heartbeat period.
+    pub heartbeat_interval_seconds: i32,
+    /// Next cycle start (`None` while a cycle runs).
+    pub next_cycle_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Upserts the heartbeat with `heartbeat_at = now()`; an unknown block keeps the stored one.
+pub async fn write_heartbeat(conn: &mut AsyncPgConnection, h: &Heartbeat) -> Result<(), DbError> {
+    diesel::sql_query(
+        "INSERT INTO scheduler_state (id, current_block, chain_ok, chain_error, registry_source, env_ids, \
+           eval_interval_seconds, heartbeat_interval_seconds, next_cycle_at, heartbeat_at) \
+         VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8, now()) \
+         ON CONFLICT (id) DO UPDATE SET current_block = COALESCE(EXCLUDED.current_block, scheduler_state.current_block), \
+           chain_ok = EXCLUDED.chain_ok, chain_error = EXCLUDED.chain_error, registry_source = EXCLUDED.registry_source, \
+           env_ids = EXCLUDED.env_ids, eval_interval_seconds = EXCLUDED.eval_interval_seconds, \
+           heartbeat_interval_seconds = EXCLUDED.heartbeat_interval_seconds, next_cycle_at = EXCLUDED.next_cycle_at, \
+           heartbeat_at = now()",
+    )
+    .bind::<Nullable<BigInt>, _>(h.current_block)
+    .bind::<diesel::sql_types::Bool, _>(h.chain_ok)
+    .bind::<Nullable<Text>, _>(h.chain_error.as_deref())
+    .bind::<Text, _>(h.source.as_str())
+    .bind::<Jsonb, _>(json!(h.env_ids))
+    .bind::<Integer, _>(h.eval_interval_seconds)
+    .bind::<Integer, _>(h.heartbeat_interval_seconds)
+    .bind::<Nullable<diesel::sql_types::Timestamptz>, _>(h.next_cycle_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The stored seed secret, created with 32 random bytes on first use (database.md 2.8).
+pub async fn seed_secret(conn: &mut AsyncPgConnection) -> Result<Vec<u8>, DbError> {
+    diesel::sql_query(
+        "INSERT INTO scheduler_secret (id, seed_secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind::<diesel::sql_types::Bytea, _>(rand::random::<[u8; 32]>().to_vec())
+    .execute(conn)
+    .await?;
+    use super::schema::scheduler_secret::dsl as s;
+    Ok(s::scheduler_secret
+        .find(1i16)
+        .select(s::seed_secret)
+        .first(conn)
+        .await?)
+}

@@ -1,0 +1,182 @@
+//! `kinitro crypto` commands (chain.md 10) and the scheduler's use of the backend key.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{kinitro, stderr, stdout};
+
+const ID: &str = "95edf2b6-e18b-400a-8398-5573df10e5e4";
+
+#[test]
+fn keys_encryption_and_commitments() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = kinitro(&["crypto", "generate-keypair", "-o", d, "-n", "op"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let public = stdout(&o).trim().to_string();
+    assert_eq!(public.len(), 64);
+    let private_path = dir.path().join("op");
+    assert_eq!(
+        std::fs::metadata(&private_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("op.pub")).unwrap(),
+        public
+    );
+    let o = kinitro(&["crypto", "generate-keypair", "-o", d, "-n", "op"], &[]);
+    assert_eq!(o.status.code(), Some(1), "never overwrites without --force");
+    let private = std::fs::read_to_string(&private_path).unwrap();
+
+    let o = kinitro(
+        &[
+            "crypto",
+            "show-public-key",
+            "-f",
+            private_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o).trim(), public);
+
+    let o = kinitro(&["crypto", "encrypt", "-d", ID, "-p", &public], &[]);
+    let blob = stdout(&o).trim().to_string();
+    assert_eq!(blob.len(), 80);
+    let o = kinitro(&["crypto", "decrypt", "--blob", &blob, "-k", &private], &[]);
+    assert_eq!(stdout(&o).trim(), ID);
+
+    let o = kinitro(
+        &[
+            "crypto",
+            "make-commitment",
+            "--repo",
+            "user/policy",
+            "--revision",
+            "abc123def456",
+            "-d",
+            ID,
+            "--encrypt",
+            "-p",
+            &public,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let commitment = stdout(&o).trim().to_string();
+    assert!(
+        commitment.starts_with("user/policy:abc123de:e:") && commitment.len() <= 128,
+        "{commitment}"
+    );
+    let o = kinitro(
+        &[
+            "crypto",
+            "decrypt",
+            "--commitment",
+            &commitment,
+            "-f",
+            private_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o).trim(), ID);
+    let o = kinitro(
+        &[
+            "crypto",
+            "make-commitment",
+            "--repo",
+            "user/policy",
+            "--revision",
+            "abc123def456",
+            "-d",
+            ID,
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o).trim(), format!("user/policy:abc123de:{ID}"));
+    let o = kinitro(
+        &[
+            "crypto",
+            "make-commitment",
+            "--repo",
+            &"r".repeat(100),
+            "--revision",
+            "abc",
+            "-d",
+            ID,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("the chain limit is 128"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kinitro(
+        &[
+            "crypto",
+            "make-commitment",
+            "--repo",
+            "a:b",
+            "--revision",
+            "abc",
+            "-d",
+            ID,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+
+    let o = kinitro(
+        &[
+            "crypto",
+            "decrypt",
+            "--commitment",
+            &format!("user/policy:abc123de:{ID}"),
+            "-k",
+            &private,
+        ],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a plain commitment is an error naming it"
+    );
+    let other = kinitro(&["crypto", "generate-keypair", "-o", d, "-n", "other"], &[]);
+    assert!(other.status.success());
+    let o = kinitro(
+        &[
+            "crypto",
+            "decrypt",
+            "--blob",
+            &blob,
+            "-f",
+            dir.path().join("other").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Decryption failed (invalid key or tampered data)"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = kinitro(&["crypto", "test-encryption", "-k", &private], &[]);
+    assert!(stdout(&o).contains("round trip: ok"), "{}", stdout(&o));
+    let o = kinitro(&["crypto", "publish-public-key", "-k", &private], &[]);
+    assert_eq!(stdout(&o).trim(), format!(r#"{{"t":"pk","k":"{public}"}}"#));
+    let o = kinitro(&["crypto", "encrypt", "-d", "abc123", "-p", &public], &[]);
+    assert_eq!(stderr(&o).trim(), "error: Invalid UUID format: abc123");
+    let o = kinitro(&["crypto", "encrypt", "-d", ID, "-p", "abcd1234"], &[]);
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: Invalid public key length: 4 (expected 32)"
+    );
+}
