@@ -96,8 +96,7 @@ fn every_command_group_is_in_the_help() {
 #[test]
 fn unfinished_services_say_so() {
     for args in [
-        &["scheduler"][..],
-        &["executor"],
+        &["executor"][..],
         &["env", "list"],
         &["miner", "serve"],
         &["crypto", "fetch-public-key", "-b", "5F"],

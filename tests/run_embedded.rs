@@ -19,6 +19,8 @@ fn start_run(data_dir: &str, port: u16) -> Child {
             &port.to_string(),
         ])
         .env("KINITRO_LOG_FORMAT", "text")
+        // The scheduler reads the chain when no miners file is given: a closed loopback port here.
+        .env("KINITRO_SCHEDULER_NETWORK", "ws://127.0.0.1:1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

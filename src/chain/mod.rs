@@ -2,4 +2,6 @@
 //! chain) is not in this build yet.
 
 pub mod base85;
+pub mod client;
 pub mod crypto;
+pub mod registration;

@@ -1,6 +1,6 @@
 //! `kinitro run`: everything in one process (config.md 3.4).
 //!
-//! This build runs the API and, with a miners file, the scheduler, on the given database or on the
+//! This build runs the API and the scheduler (miners file or chain) on the given database or on the
 //! managed local PostgreSQL; the local executor joins them when its issue lands (until then tasks
 //! wait for remote executors), and `--demo` needs it.
 
@@ -68,18 +68,11 @@ async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl) -> CommandR
         pool,
         std::sync::Arc::new(api::metrics::Metrics::new()),
     );
-    let scheduler = if config.scheduler.miners_file.is_some() {
-        let cache = state.weights_cache.clone();
-        let s = super::scheduler::prepare(config.scheduler.clone(), url)
-            .await?
-            .on_new_weights(std::sync::Arc::new(move || *cache.lock().unwrap() = None));
-        Some(actix_web::rt::spawn(
-            s.run(super::scheduler::shutdown_signal()),
-        ))
-    } else {
-        tracing::warn!("the scheduler is not started: reading miners from the chain is not available yet in this build; pass --miners-file");
-        None
-    };
+    let cache = state.weights_cache.clone();
+    let scheduler = super::scheduler::prepare(config.scheduler.clone(), url)
+        .await?
+        .on_new_weights(std::sync::Arc::new(move || *cache.lock().unwrap() = None));
+    let scheduler = actix_web::rt::spawn(scheduler.run(super::scheduler::shutdown_signal()));
     if config.executor.pools > 0 {
         tracing::warn!("the local executor is not in this build yet: tasks wait for remote executors (kinitro executor or upstream executors via the API)");
     }
@@ -99,9 +92,6 @@ async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl) -> CommandR
         "kinitro API: http://{shown_host}:{}  (weights: /v1/weights/latest)",
         config.api.port
     );
-    let Some(scheduler) = scheduler else {
-        return server.await.map_err(Failure::runtime);
-    };
     let server = actix_web::rt::spawn(server);
     // Shutdown order: the scheduler fails its running cycle first, then the API stops; a lost
     // scheduler lock stops the whole process.

@@ -70,9 +70,7 @@ pub fn execute(
         &env,
     )?;
     if config.miners_file.is_none() {
-        return Err(Failure::runtime(
-            "reading miners from the chain is not available yet in this build: pass --miners-file (or KINITRO_SCHEDULER_MINERS_FILE)",
-        ));
+        crate::chain::registration::network_url(&config.network).map_err(Failure::runtime)?;
     }
     init_logging(level, format, Some(&env))?;
     actix_web::rt::System::new().block_on(async move {

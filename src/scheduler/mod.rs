@@ -23,6 +23,7 @@ use kinitro_actors::scoring::{score, MinerRates, ScoringParams};
 use kinitro_actors::{envs, seeds};
 use serde_json::json;
 
+use crate::chain::client::ChainSource;
 use crate::config::scheduler::SchedulerConfig;
 use crate::db::cycles::{self, CycleResult, Heartbeat, NewCycle, NewTask, RegistrySource};
 use crate::db::lock::SchedulerLock;
@@ -34,10 +35,32 @@ pub const LOCK_LOST: &str = "lost the scheduler lock (database connection droppe
 const REGISTRY_RETRIES: [u64; 3] = [2, 5, 10];
 
 /// Where the miners come from.
-#[derive(Debug, Clone)]
 pub enum MinerSource {
     /// A TOML or JSON miners file, re-read every cycle.
     File(PathBuf),
+    /// The chain (`network`, `netuid`), read at the finalized block. The heartbeat has its own
+    /// connection: it runs while the cycle future is paused, so it must never wait for the cycle's.
+    Chain {
+        /// Registry reads of the cycles.
+        cycles: tokio::sync::Mutex<ChainSource>,
+        /// Finalized-block reads of the heartbeat.
+        heartbeat: tokio::sync::Mutex<ChainSource>,
+    },
+}
+
+impl MinerSource {
+    fn kind(&self) -> RegistrySource {
+        match self {
+            Self::File(_) => RegistrySource::File,
+            Self::Chain { .. } => RegistrySource::Chain,
+        }
+    }
+}
+
+/// One registry read: the block it was read at (`None`: synthetic) and the entries.
+struct RegistryRead {
+    block: Option<i64>,
+    entries: Vec<MinerEntry>,
 }
 
 /// What the heartbeat reports, shared by the cycle loop and the heartbeat.
@@ -114,11 +137,17 @@ impl Scheduler {
                 ))
             }
             None => {
-                return Err(
-                    "reading miners from the chain is not available yet in this build: \
-                            pass --miners-file (or KINITRO_SCHEDULER_MINERS_FILE)"
-                        .into(),
-                )
+                let chain = || {
+                    ChainSource::new(
+                        &config.network,
+                        config.netuid,
+                        config.chain_timeout.duration(),
+                    )
+                };
+                MinerSource::Chain {
+                    cycles: tokio::sync::Mutex::new(chain()?),
+                    heartbeat: tokio::sync::Mutex::new(chain()?),
+                }
             }
         };
         let url = config
@@ -146,9 +175,14 @@ impl Scheduler {
                 .map_err(|e| e.to_string())?,
         };
         drop(c);
-        let MinerSource::File(path) = &source;
-        tracing::info!(event = "scheduler_started", source = "file", miners_file = %path.display(),
-            env_ids = ?envs, episodes_per_env = config.episodes_per_env, "scheduler started");
+        match &source {
+            MinerSource::File(path) => tracing::info!(event = "scheduler_started", source = "file",
+                miners_file = %path.display(), env_ids = ?envs, episodes_per_env = config.episodes_per_env, "scheduler started"),
+            MinerSource::Chain { .. } => {
+                tracing::info!(event = "scheduler_started", source = "chain", network = %config.network,
+                netuid = config.netuid, env_ids = ?envs, episodes_per_env = config.episodes_per_env, "scheduler started")
+            }
+        }
         Ok(Self {
             config,
             envs,
@@ -233,15 +267,33 @@ impl Scheduler {
     }
 
     async fn heartbeat(&self) {
-        let h = {
-            let mut b = self.beat.lock().unwrap();
+        match &self.source {
             // Miners-file source: the clock part of the synthetic block (scheduler.md 2).
-            b.current_block = Some(Utc::now().timestamp() / 12);
+            MinerSource::File(_) => {
+                self.beat.lock().unwrap().current_block = Some(Utc::now().timestamp() / 12)
+            }
+            MinerSource::Chain { heartbeat, .. } => {
+                let read = heartbeat.lock().await.finalized_block().await;
+                let mut b = self.beat.lock().unwrap();
+                match read {
+                    Ok(block) => {
+                        b.current_block = Some(block as i64);
+                        b.registry_error = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(event = "heartbeat_chain_error", error = %e);
+                        b.registry_error = Some(e);
+                    }
+                }
+            }
+        }
+        let h = {
+            let b = self.beat.lock().unwrap();
             Heartbeat {
                 current_block: b.current_block,
                 chain_ok: b.registry_error.is_none(),
                 chain_error: b.registry_error.clone(),
-                source: RegistrySource::File,
+                source: self.source.kind(),
                 env_ids: self.envs.clone(),
                 eval_interval_seconds: self.config.eval_interval_seconds.min(i32::MAX as u64)
                     as i32,
@@ -258,15 +310,30 @@ impl Scheduler {
         }
     }
 
-    async fn read_registry(&self) -> Result<Vec<MinerEntry>, String> {
-        let MinerSource::File(path) = &self.source;
+    async fn read_registry_once(&self) -> Result<RegistryRead, String> {
+        match &self.source {
+            MinerSource::File(path) => Ok(RegistryRead {
+                block: None,
+                entries: miners_file::read(path)?,
+            }),
+            MinerSource::Chain { cycles, .. } => {
+                let snap = cycles.lock().await.snapshot().await?;
+                Ok(RegistryRead {
+                    block: Some(snap.block as i64),
+                    entries: snap.entries,
+                })
+            }
+        }
+    }
+
+    async fn read_registry(&self) -> Result<RegistryRead, String> {
         let mut last = String::new();
         for (attempt, pause) in std::iter::once(0).chain(REGISTRY_RETRIES).enumerate() {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(pause)).await;
             }
-            match miners_file::read(path) {
-                Ok(entries) => return Ok(entries),
+            match self.read_registry_once().await {
+                Ok(read) => return Ok(read),
                 Err(e) => last = e,
             }
         }
@@ -329,10 +396,14 @@ impl Scheduler {
     }
 
     async fn one_cycle(&self) -> CycleEnd {
-        let entries = match self.read_registry().await {
-            Ok(e) => {
-                self.beat.lock().unwrap().registry_error = None;
-                e
+        let read = match self.read_registry().await {
+            Ok(r) => {
+                let mut b = self.beat.lock().unwrap();
+                b.registry_error = None;
+                if r.block.is_some() {
+                    b.current_block = r.block;
+                }
+                r
             }
             Err(e) => {
                 tracing::error!(event = "registry_read_failed", error = %e, retry_in_s = self.config.eval_interval_seconds.min(60));
@@ -341,7 +412,8 @@ impl Scheduler {
             }
         };
         let decrypt = self.decrypt();
-        let miners: Vec<ClassifiedMiner> = entries
+        let miners: Vec<ClassifiedMiner> = read
+            .entries
             .into_iter()
             .map(|e| {
                 classify(
@@ -352,22 +424,30 @@ impl Scheduler {
                 )
             })
             .collect();
-        if let Err(e) = self.evaluate(&miners).await {
+        if let Err(e) = self.evaluate(read.block, &miners).await {
             tracing::error!(event = "cycle_failed", error = %e);
         }
         CycleEnd::Finished
     }
 
     /// Steps 3–7 of scheduler.md 3. An error after the cycle row exists fails the cycle.
-    async fn evaluate(&self, miners: &[ClassifiedMiner]) -> Result<(), DbError> {
+    async fn evaluate(
+        &self,
+        chain_block: Option<i64>,
+        miners: &[ClassifiedMiner],
+    ) -> Result<(), DbError> {
         let mut c = conn(&self.pool).await?;
-        let block = (Utc::now().timestamp() / 12)
-            .max(cycles::last_block(&mut c).await?.map_or(0, |b| b + 1));
+        // Miners-file source: a synthetic block that grows like chain blocks and strictly increases.
+        let block = match chain_block {
+            Some(b) => b,
+            None => (Utc::now().timestamp() / 12)
+                .max(cycles::last_block(&mut c).await?.map_or(0, |b| b + 1)),
+        };
         let new = NewCycle {
             block,
             env_ids: &self.envs,
             episodes_per_env: self.config.episodes_per_env as i32,
-            source: RegistrySource::File,
+            source: self.source.kind(),
             miners,
         };
         let created = cycles::create_cycle(&mut c, &new, |id| self.make_tasks(id, miners)).await?;
