@@ -313,3 +313,59 @@ async fn a_chain_outage_is_reported_not_fatal() {
         "error: unknown network 'mainnet': use finney, test, archive, local or a ws(s):// URL"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_public_key_reads_the_operator_commitment() {
+    let key = "8f40c5adb68f25624ae5b214ea767a6ec94d829d3d7b5e1ad1ba6f3e2138285f";
+    let mut chain = scenario();
+    chain.commitment(
+        NETUID,
+        account(60),
+        registration(
+            1,
+            Some(raw_data(format!(r#"{{"t":"pk","k":"{key}"}}"#).as_bytes())),
+        ),
+    );
+    chain.commitment(
+        NETUID,
+        account(61),
+        registration(
+            1,
+            Some(raw_data(br#"{"type":"backend_pubkey","key":"abcd"}"#)),
+        ),
+    );
+    let (url, _server) = chain.serve_ws().await;
+    let run = |hotkey: String| {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            common::kinitro(
+                &[
+                    "crypto",
+                    "fetch-public-key",
+                    "-b",
+                    &hotkey,
+                    "--network",
+                    &url,
+                    "--netuid",
+                    "2",
+                ],
+                &[],
+            )
+        })
+        .join()
+        .unwrap()
+    };
+    let o = run(ss58(60));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert_eq!(common::stdout(&o).trim(), key);
+    let o = run(ss58(61));
+    assert_eq!(
+        common::stderr(&o).trim(),
+        "error: invalid backend public key"
+    );
+    let o = run(ss58(1));
+    assert_eq!(
+        common::stderr(&o).trim(),
+        format!("error: no backend public key committed by {}", ss58(1))
+    );
+}

@@ -97,9 +97,8 @@ fn every_command_group_is_in_the_help() {
 fn unfinished_services_say_so() {
     for args in [
         &["executor"][..],
-        &["env", "list"],
+        &["env", "test", "metaworld/reach-v3"],
         &["miner", "serve"],
-        &["crypto", "fetch-public-key", "-b", "5F"],
         &["run", "--demo"],
     ] {
         let o = kinitro(args, &[]);
@@ -120,4 +119,27 @@ fn unfinished_services_say_so() {
     }
     let o = kinitro(&["env", "build", "metaworld", "--push"], &[]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn env_list_shows_the_registry() {
+    let o = kinitro(
+        &["env", "list", "--json"],
+        &[("KINITRO_METAWORLD_ASSETS_DIR", "/nonexistent/assets")],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_str(common::stdout(&o).trim()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 8);
+    assert_eq!(rows[6]["env_id"], "metaworld/button-press-v3");
+    assert_eq!(rows[6]["task"], "button-press-topdown-v3");
+    assert!(rows.iter().all(|r| r["assets_present"] == false));
+    let o = kinitro(&["env", "build", "procthor"], &[]);
+    assert_eq!(
+        (o.status.code(), stderr(&o).trim()),
+        (
+            Some(2),
+            "error: family 'procthor' is not available in this build"
+        )
+    );
 }

@@ -13,6 +13,50 @@ pub const ENV_IDS: [&str; 8] = [
     "metaworld/peg-insert-v3",
 ];
 
+/// One registry row: env id, MetaWorld's internal task name, scene file under the assets dir.
+pub const REGISTRY: [(&str, &str, &str); 8] = [
+    (
+        "metaworld/reach-v3",
+        "reach-v3",
+        "sawyer_xyz/sawyer_reach_v3.xml",
+    ),
+    (
+        "metaworld/push-v3",
+        "push-v3",
+        "sawyer_xyz/sawyer_push_v3.xml",
+    ),
+    (
+        "metaworld/pick-place-v3",
+        "pick-place-v3",
+        "sawyer_xyz/sawyer_pick_place_v3.xml",
+    ),
+    (
+        "metaworld/door-open-v3",
+        "door-open-v3",
+        "sawyer_xyz/sawyer_door_pull.xml",
+    ),
+    (
+        "metaworld/drawer-open-v3",
+        "drawer-open-v3",
+        "sawyer_xyz/sawyer_drawer.xml",
+    ),
+    (
+        "metaworld/drawer-close-v3",
+        "drawer-close-v3",
+        "sawyer_xyz/sawyer_drawer.xml",
+    ),
+    (
+        "metaworld/button-press-v3",
+        "button-press-topdown-v3",
+        "sawyer_xyz/sawyer_button_press_topdown.xml",
+    ),
+    (
+        "metaworld/peg-insert-v3",
+        "peg-insert-side-v3",
+        "sawyer_xyz/sawyer_peg_insertion_side.xml",
+    ),
+];
+
 /// The family of an env id: the part before the first `/`.
 pub fn family(env_id: &str) -> &str {
     env_id.split_once('/').map_or(env_id, |(f, _)| f)
@@ -31,6 +75,11 @@ pub fn is_registered(env_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_matches_ids() {
+        assert_eq!(REGISTRY.map(|r| r.0), ENV_IDS);
+    }
 
     #[test]
     fn names() {

@@ -111,6 +111,37 @@ impl ChainSource {
         .await
     }
 
+    /// The commitment text of one hotkey at the finalized block, if any (chain.md 6 readers).
+    pub async fn commitment_of(&mut self, hotkey: &str) -> Result<Option<String>, String> {
+        let account: AccountId32 = hotkey
+            .parse()
+            .map_err(|_| format!("invalid SS58 address: {hotkey}"))?;
+        let client = self.client().await?;
+        let netuid = self.netuid;
+        self.timed("reading a commitment", async move {
+            let at = client.at_current_block().await.map_err(|e| e.to_string())?;
+            let addr = dynamic::storage::<(u16, AccountId32), scale_value::Value>(
+                "Commitments",
+                "CommitmentOf",
+            );
+            let Some(value) = at
+                .storage()
+                .try_fetch(addr, (netuid, account))
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(None);
+            };
+            let reg = value
+                .decode_as::<scale_value::Value>()
+                .ok()
+                .and_then(|v| registration_from_value(&v))
+                .map_or_else(|| registration::decode(value.bytes()), Ok)?;
+            Ok(reg.commitment)
+        })
+        .await
+    }
+
     /// The registry at the finalized block (chain.md 3.1).
     pub async fn snapshot(&mut self) -> Result<Snapshot, String> {
         let client = self.client().await?;

@@ -5,9 +5,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use kinitro_actors::registry::{parse_commitment, Commitment};
+use kinitro_actors::registry::{is_operator_public_key, parse_commitment, Commitment};
 
 use super::{CommandResult, Failure};
+use crate::chain::client::ChainSource;
 use crate::chain::crypto::{decrypt_deployment_id, encrypt_deployment_id, parse_key, public_key};
 use crate::config::xdg_dir;
 
@@ -123,7 +124,7 @@ pub enum CryptoCommand {
     },
     /// Print the JSON commitment that publishes the backend public key
     PublishPublicKey(PrivateKeyArgs),
-    /// Read a backend's public key from the chain
+    /// Read a backend's public key from the chain (`--netuid` required)
     FetchPublicKey {
         /// Backend hotkey
         #[arg(short, long)]
@@ -296,10 +297,40 @@ pub fn execute(cmd: CryptoCommand) -> CommandResult {
                 text.len()
             );
         }
-        CryptoCommand::FetchPublicKey { .. } => {
-            return Err(Failure::runtime(
-                "reading the chain (fetch-public-key) is not available yet in this build",
-            ));
+        CryptoCommand::FetchPublicKey {
+            backend_hotkey,
+            network,
+            netuid,
+        } => {
+            let network = network.unwrap_or_else(|| "finney".into());
+            let netuid = netuid.ok_or_else(|| Failure::usage("--netuid is required"))?;
+            let text = actix_web::rt::System::new().block_on(async {
+                let mut chain =
+                    ChainSource::new(&network, netuid, std::time::Duration::from_secs(30))
+                        .map_err(Failure::usage)?;
+                chain
+                    .commitment_of(&backend_hotkey)
+                    .await
+                    .map_err(Failure::runtime)
+            })?;
+            let no_key = || {
+                Failure::runtime(format!(
+                    "no backend public key committed by {backend_hotkey}"
+                ))
+            };
+            let text = text
+                .filter(|t| is_operator_public_key(t))
+                .ok_or_else(no_key)?;
+            let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| no_key())?;
+            let key = json
+                .get("k")
+                .or_else(|| json.get("key"))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            if key.len() != 64 || hex::decode(key).is_err() {
+                return Err(Failure::runtime("invalid backend public key"));
+            }
+            println!("{}", key.to_ascii_lowercase());
         }
     }
     Ok(())

@@ -90,21 +90,42 @@ pub enum EnvCommand {
     },
 }
 
-/// Reports that the environments are not built yet (`--push` is a usage error as config.md 3.6 says).
+/// `env list` works now; `build` and `test` need the simulation (`--push` and other families are
+/// usage errors as environments.md 11 says).
 pub fn env(cmd: EnvCommand) -> CommandResult {
-    if let EnvCommand::Build { push: true, .. } = cmd {
-        return Err(Failure::usage(
-            "building container images needs the docker evaluation mode, which is not in this build",
-        ));
-    }
-    if let EnvCommand::Build { family, .. } = &cmd {
-        if family != "metaworld" {
-            return Err(Failure::runtime(format!(
-                "environment family '{family}' is not in this build (available: metaworld)"
-            )));
+    match cmd {
+        EnvCommand::List { json } => {
+            let assets = crate::config::metaworld_assets_dir()?;
+            let rows: Vec<serde_json::Value> = kinitro_actors::envs::REGISTRY
+                .iter()
+                .map(|(id, task, scene)| {
+                    serde_json::json!({
+                        "env_id": id, "family": kinitro_actors::envs::family(id), "task": task,
+                        "scene_file": scene, "assets_present": assets.join(scene).is_file(),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("{:<28} {:<10} {:<24} {:<44} assets", "env id", "family", "task", "scene file");
+                for r in &rows {
+                    let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                    let present = if r["assets_present"] == true { "present" } else { "missing" };
+                    println!("{:<28} {:<10} {:<24} {:<44} {present}", s("env_id"), s("family"), s("task"), s("scene_file"));
+                }
+                println!("assets directory: {}", assets.display());
+            }
+            Ok(())
         }
+        EnvCommand::Build { push: true, .. } => Err(Failure::usage(
+            "building container images needs the docker evaluation mode, which is not in this build",
+        )),
+        EnvCommand::Build { family, .. } if family != "metaworld" => {
+            Err(Failure::usage(format!("family '{family}' is not available in this build")))
+        }
+        _ => Err(not_available("the MetaWorld simulation (kinitro env build|test)")),
     }
-    Err(not_available("the MetaWorld simulation (kinitro env)"))
 }
 
 /// `kinitro miner` commands.

@@ -182,6 +182,15 @@ impl SettingValue for LogFormat {
     }
 }
 
+/// The MetaWorld assets directory (config.md 2.1): `KINITRO_METAWORLD_ASSETS_DIR` made absolute, else
+/// `<default data dir>/metaworld/assets` (`--data-dir` does not move it).
+pub fn metaworld_assets_dir() -> Result<PathBuf, ConfigError> {
+    let dir = generic_env()
+        .get::<PathBuf>("METAWORLD_ASSETS_DIR")?
+        .unwrap_or_else(|| default_data_dir().join("metaworld/assets"));
+    Ok(std::path::absolute(&dir).unwrap_or(dir))
+}
+
 /// The service's log level variable (`<PREFIX>LOG_LEVEL`), if set.
 pub fn log_level(env: &Env) -> Result<Option<LogLevel>, ConfigError> {
     env.get("LOG_LEVEL")
@@ -230,6 +239,7 @@ pub fn known_variables() -> std::collections::BTreeSet<String> {
             &Env::from_process(&["KINITRO_MINER_"]),
         );
         let _ = log_format();
+        let _ = metaworld_assets_dir();
     })
 }
 
