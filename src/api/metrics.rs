@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{BigInt, Double, Integer, Text};
+use diesel::sql_types::{Double, Integer, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kinitro_actors::envs::ENV_IDS;
@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::db::DbError;
+use crate::db::{DbError, StatusCount};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -273,13 +273,6 @@ impl Metrics {
 
     /// Refreshes the database-derived values.
     pub async fn refresh(&self, conn: &mut AsyncPgConnection) -> Result<(), DbError> {
-        #[derive(QueryableByName)]
-        struct StatusCount {
-            #[diesel(sql_type = Text)]
-            status: String,
-            #[diesel(sql_type = BigInt)]
-            count: i64,
-        }
         #[derive(QueryableByName)]
         struct Duration {
             #[diesel(sql_type = Integer)]

@@ -121,27 +121,6 @@ pub struct Weights {
     pub metadata: WeightsMetadata,
 }
 
-/// `MinerScore` (api.md 3.2).
-#[derive(Serialize, ToSchema)]
-pub struct MinerScore {
-    /// Uid.
-    pub uid: i32,
-    /// Hotkey.
-    pub hotkey: String,
-    /// Env.
-    pub env_id: String,
-    /// 0…1.
-    pub success_rate: f64,
-    /// Mean return.
-    pub mean_reward: f64,
-    /// Counted without a miner fault.
-    pub episodes_completed: i32,
-    /// Counted, ended by a miner fault.
-    pub episodes_failed: i32,
-    /// Infrastructure failures.
-    pub episodes_excluded: i32,
-}
-
 /// `GET /v1/scores/*` (api.md 4.5).
 #[derive(Serialize, ToSchema)]
 pub struct Scores {
@@ -158,7 +137,7 @@ pub struct Scores {
     /// The cycle.
     pub cycle: EvaluationCycle,
     /// Score rows.
-    pub details: Vec<MinerScore>,
+    pub details: Vec<super::scores::MinerScore>,
     /// Same as `scores` (upstream name).
     pub miner_summary: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
 }

@@ -15,8 +15,8 @@ use super::weights::timestamp;
 use super::AppState;
 use crate::db::schema::miner_scores as ms;
 
-/// One `miner_scores` row (api.md 3.2).
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+/// One `miner_scores` row (api.md 3.2), also its OpenAPI schema.
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = ms)]
 pub struct MinerScore {
     /// Uid.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::cycles::{self, Cycle};
 use super::AppState;
 use crate::db::schema::scheduler_state as ss;
-use crate::db::DbError;
+use crate::db::{count, DbError};
 
 type Heartbeat = (
     Option<i64>,
@@ -22,17 +22,6 @@ type Heartbeat = (
     Option<DateTime<Utc>>,
     DateTime<Utc>,
 );
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-}
-
-async fn count(conn: &mut AsyncPgConnection, sql: &str) -> Result<i64, DbError> {
-    let c: Count = diesel::sql_query(sql).get_result(conn).await?;
-    Ok(c.count)
-}
 
 async fn heartbeat(conn: &mut AsyncPgConnection) -> Result<Option<Heartbeat>, DbError> {
     Ok(ss::table

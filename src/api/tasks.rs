@@ -15,6 +15,7 @@ use super::body::{check_string, non_negative, read_json, Fields};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::tasks::{self, ClaimFilter, SubmitOutcome};
+use crate::db::StatusCount;
 
 /// How long one process reuses its `total_pending` count.
 const PENDING_CACHE: Duration = Duration::from_secs(1);
@@ -180,14 +181,6 @@ pub async fn submit(
         "accepted": accepted, "rejected": rejected, "duplicates": duplicates,
         "requeued": requeued, "errors": errors,
     })))
-}
-
-#[derive(QueryableByName)]
-struct StatusCount {
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = BigInt)]
-    count: i64,
 }
 
 #[derive(QueryableByName)]

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::connect::DbError;
 use super::schema::{miner_scores, miners, task_pool};
+use super::{Count, StatusCount};
 
 /// Largest multi-row INSERT (stays under PostgreSQL's bind-parameter limit).
 const INSERT_CHUNK: usize = 1000;
@@ -181,12 +182,6 @@ pub async fn create_cycle(
     Ok(created)
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-}
-
 /// Tasks of the cycle still `pending` or `assigned`.
 pub async fn open_tasks(conn: &mut AsyncPgConnection, cycle_id: i32) -> Result<i64, DbError> {
     let c: Count = diesel::sql_query(
@@ -196,14 +191,6 @@ pub async fn open_tasks(conn: &mut AsyncPgConnection, cycle_id: i32) -> Result<i
     .get_result(conn)
     .await?;
     Ok(c.count)
-}
-
-#[derive(QueryableByName)]
-struct StatusCount {
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = BigInt)]
-    count: i64,
 }
 
 /// Task counts of a cycle per status.

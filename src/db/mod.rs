@@ -13,6 +13,35 @@ pub mod tasks;
 
 pub use connect::{connect, pool, DbError, DbPool};
 
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+/// A `count(*) AS count` row.
+#[derive(Debug, Clone, Copy, QueryableByName)]
+pub struct Count {
+    /// The count.
+    #[diesel(sql_type = BigInt)]
+    pub count: i64,
+}
+
+/// A `status, count(*) AS count … GROUP BY status` row.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct StatusCount {
+    /// The status.
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    /// Rows with it.
+    #[diesel(sql_type = BigInt)]
+    pub count: i64,
+}
+
+/// Runs a `SELECT count(*) AS count …` statement without parameters.
+pub async fn count(conn: &mut AsyncPgConnection, sql: &str) -> Result<i64, DbError> {
+    let c: Count = diesel::sql_query(sql).get_result(conn).await?;
+    Ok(c.count)
+}
+
 use crate::config::DatabaseUrl;
 
 /// Creates the database if missing and applies the migrations: what every service does at start-up

@@ -3,25 +3,12 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Timestamptz};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::connect::DbError;
-
-#[derive(QueryableByName, Debug, Clone)]
-struct StatusCount {
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-}
-
-#[derive(QueryableByName, Debug, Clone)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-}
+use super::{Count, StatusCount};
 
 /// The latest completed cycle.
 #[derive(QueryableByName, Debug, Clone)]

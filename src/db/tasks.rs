@@ -151,19 +151,13 @@ pub async fn claim(
     Ok(rows)
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    count: i64,
-}
-
 /// Pending tasks in the whole pool.
 pub async fn count_pending(conn: &mut AsyncPgConnection) -> Result<i64, DbError> {
-    let c: Count =
-        diesel::sql_query("SELECT count(*) AS count FROM task_pool WHERE status = 'pending'")
-            .get_result(conn)
-            .await?;
-    Ok(c.count)
+    super::count(
+        conn,
+        "SELECT count(*) AS count FROM task_pool WHERE status = 'pending'",
+    )
+    .await
 }
 
 #[derive(QueryableByName)]

@@ -477,16 +477,7 @@ impl Scheduler {
         drop(c);
         self.heartbeat().await;
         if let Err(e) = self.wait_and_score(created.id, block, miners).await {
-            let message = e.to_string();
-            tracing::error!(event = "cycle_failed", cycle_id = created.id, error = %message);
-            let mut c = conn(&self.pool).await?;
-            cycles::fail_cycle(
-                &mut c,
-                created.id,
-                &message,
-                &format!("Cycle cancelled: {message}"),
-            )
-            .await?;
+            fail(&mut *conn(&self.pool).await?, created.id, &e.to_string()).await?;
         }
         Ok(())
     }
@@ -523,17 +514,8 @@ impl Scheduler {
                 last_progress = Some(Instant::now());
             }
             if created.elapsed() > self.config.cycle_timeout.duration() {
-                let message = "Cycle timed out waiting for tasks";
                 tracing::warn!(event = "cycle_timeout", cycle_id);
-                cycles::fail_cycle(
-                    &mut c,
-                    cycle_id,
-                    message,
-                    &format!("Cycle cancelled: {message}"),
-                )
-                .await?;
-                tracing::warn!(event = "cycle_failed", cycle_id, error = message);
-                return Ok(());
+                return fail(&mut c, cycle_id, "Cycle timed out waiting for tasks").await;
             }
             drop(c);
             tokio::time::sleep(self.config.poll_interval.duration()).await;
@@ -553,16 +535,7 @@ impl Scheduler {
             .filter(|s| s.counted())
             .collect();
         if stats.is_empty() {
-            let message = "no countable results";
-            cycles::fail_cycle(
-                &mut c,
-                cycle_id,
-                message,
-                &format!("Cycle cancelled: {message}"),
-            )
-            .await?;
-            tracing::warn!(event = "cycle_failed", cycle_id, error = message);
-            return Ok(());
+            return fail(&mut c, cycle_id, "no countable results").await;
         }
         let snapshot: BTreeMap<u32, &ClassifiedMiner> =
             miners.iter().map(|m| (u32::from(m.entry.uid), m)).collect();
@@ -631,6 +604,13 @@ impl Scheduler {
             frontier = outcome.pareto_frontier.len(), top_weights = ?top, "cycle completed");
         Ok(())
     }
+}
+
+/// Fails a running cycle with `message`, cancelling its unfinished tasks (database.md 4.1).
+async fn fail(c: &mut AsyncPgConnection, cycle_id: i32, message: &str) -> Result<(), DbError> {
+    cycles::fail_cycle(c, cycle_id, message, &format!("Cycle cancelled: {message}")).await?;
+    tracing::warn!(event = "cycle_failed", cycle_id, error = message);
+    Ok(())
 }
 
 enum CycleEnd {
