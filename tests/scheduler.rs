@@ -484,11 +484,16 @@ async fn timeouts_stale_tasks_shutdown_and_empty_registries() {
 
     // Stale reassignment by the scheduler's reaper, then graceful shutdown mid-cycle.
     let url = fresh_database().await;
+    let metrics_port = common::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let mut s = Sched::start(
         &url,
         &file,
         dir.path(),
-        &[("KINITRO_SCHEDULER_TASK_STALE_THRESHOLD_SECONDS", "1")],
+        &[
+            ("KINITRO_SCHEDULER_TASK_STALE_THRESHOLD_SECONDS", "1"),
+            ("KINITRO_SCHEDULER_METRICS_ADDR", &metrics_addr),
+        ],
     );
     let api = open_api(&url);
     wait_for(&url, 30, |c| c.iter().any(|c| c.status == "running")).await;
@@ -522,6 +527,13 @@ async fn timeouts_stale_tasks_shutdown_and_empty_registries() {
     };
     assert_eq!(again["tasks"][0]["attempts"], 2);
     assert!(s.log().contains("\"event\":\"stale_tasks_reaped\""));
+    let m = http(metrics_port, "GET", "/metrics", &[], None);
+    assert!(
+        m.body
+            .contains("kinitro_task_events_total{event=\"reaped\"} 8"),
+        "{}",
+        m.body
+    );
     s.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(s.wait(20).and_then(|s| s.code()), Some(0));
     let c = cycles(&url).await;

@@ -63,15 +63,14 @@ async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl) -> CommandR
     let applied = db::prepare(url).await?;
     tracing::info!(applied, target = %url.target(), "database ready");
     let pool = db::pool(url, config.api.db_pool_size)?;
-    let state = AppState::new(
-        &config.api,
-        pool,
-        std::sync::Arc::new(api::metrics::Metrics::new()),
-    );
+    // One registry for every part of the process (api.md 4.12).
+    let metrics = std::sync::Arc::new(api::metrics::Metrics::new());
+    let state = AppState::new(&config.api, pool, metrics.clone());
     let cache = state.weights_cache.clone();
     let scheduler = super::scheduler::prepare(config.scheduler.clone(), url)
         .await?
-        .on_new_weights(std::sync::Arc::new(move || *cache.lock().unwrap() = None));
+        .on_new_weights(std::sync::Arc::new(move || *cache.lock().unwrap() = None))
+        .with_metrics(metrics);
     let scheduler = actix_web::rt::spawn(scheduler.run(super::scheduler::shutdown_signal()));
     if config.executor.pools > 0 {
         tracing::warn!("the local executor is not in this build yet: tasks wait for remote executors (kinitro executor or upstream executors via the API)");

@@ -46,9 +46,6 @@ pub async fn prepare(mut config: SchedulerConfig, url: &DatabaseUrl) -> Result<S
     }
     config.database_url = Some(url.clone());
     let pool = db::pool(url, config.db_pool_size)?;
-    if config.metrics_addr.is_some() {
-        tracing::warn!("KINITRO_SCHEDULER_METRICS_ADDR is not served in this build; ignored");
-    }
     Scheduler::prepare(config, pool)
         .await
         .map_err(Failure::runtime)
@@ -75,10 +72,44 @@ pub fn execute(
     init_logging(level, format, Some(&env))?;
     actix_web::rt::System::new().block_on(async move {
         db::migrate::run_pending(&url).await?;
-        let scheduler = prepare(config, &url).await?;
+        let metrics = std::sync::Arc::new(crate::api::metrics::Metrics::new());
+        if let Some(addr) = &config.metrics_addr {
+            serve_metrics(addr, metrics.clone())?;
+        }
+        let scheduler = prepare(config, &url).await?.with_metrics(metrics);
         scheduler
             .run(shutdown_signal())
             .await
             .map_err(Failure::runtime)
     })
+}
+
+/// Serves `GET /metrics` of `metrics` on `addr` (`host:port`), for a standalone scheduler or executor.
+pub fn serve_metrics(
+    addr: &str,
+    metrics: std::sync::Arc<crate::api::metrics::Metrics>,
+) -> CommandResult {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let server = HttpServer::new(move || {
+        let m = metrics.clone();
+        App::new().route(
+            "/metrics",
+            web::get().to(move || {
+                let m = m.clone();
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                        .body(m.encode())
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)
+    .map_err(|e| Failure::runtime(format!("cannot bind the metrics address {addr}: {e}")))?
+    .run();
+    actix_web::rt::spawn(server);
+    tracing::info!(addr, "serving /metrics");
+    Ok(())
 }

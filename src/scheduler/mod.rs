@@ -83,6 +83,7 @@ pub struct Scheduler {
     lock: tokio::sync::Mutex<Option<SchedulerLock>>,
     beat: Mutex<Beat>,
     on_weights: Option<Arc<dyn Fn() + Send + Sync>>,
+    metrics: Option<Arc<crate::api::metrics::Metrics>>,
 }
 
 fn load_private_key(config: &SchedulerConfig) -> Result<Option<[u8; 32]>, String> {
@@ -193,12 +194,19 @@ impl Scheduler {
             lock: tokio::sync::Mutex::new(Some(lock)),
             beat: Mutex::default(),
             on_weights: None,
+            metrics: None,
         })
     }
 
     /// Calls `f` whenever a cycle has stored new weights (the API's cache in `kinitro run`).
     pub fn on_new_weights(mut self, f: Arc<dyn Fn() + Send + Sync>) -> Self {
         self.on_weights = Some(f);
+        self
+    }
+
+    /// Counts this scheduler's task-queue events (stale reaping) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::api::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -499,6 +507,10 @@ impl Scheduler {
                 tasks::reap_stale(&mut c, self.config.task_stale_threshold.0).await?;
             if requeued + given_up > 0 {
                 tracing::info!(event = "stale_tasks_reaped", requeued, given_up);
+                if let Some(m) = &self.metrics {
+                    m.task_event("reaped", (requeued + given_up) as u64);
+                    m.task_event("given_up", given_up as u64);
+                }
             }
             if last_progress.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                 let p = cycles::progress(&mut c, cycle_id).await?;
