@@ -10,3 +10,4 @@ pub mod config;
 pub mod db;
 pub mod logging;
 pub mod scheduler;
+pub mod sim;

@@ -143,3 +143,40 @@ fn env_list_shows_the_registry() {
         )
     );
 }
+
+#[test]
+fn env_build_compiles_every_scene_then_says_what_is_missing() {
+    let o = kinitro(
+        &[
+            "env",
+            "build",
+            "metaworld",
+            "--assets-dir",
+            "/nonexistent/assets",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: MetaWorld assets not found at /nonexistent/assets: run deploy/setup.sh or set KINITRO_METAWORLD_ASSETS_DIR"
+    );
+    let o = kinitro(&["env", "build", "metaworld"], &[]);
+    let out = common::stdout(&o);
+    if out.is_empty() {
+        // Assets absent on this machine: the message above is what an operator sees.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs deploy/setup.sh: {}",
+            stderr(&o)
+        );
+        return;
+    }
+    assert_eq!(
+        out.lines().filter(|l| l.contains("compiled in")).count(),
+        7,
+        "{out}"
+    );
+    assert!(out.contains("sawyer_xyz/sawyer_pick_place_v3.xml") && out.contains("mocap 1"));
+    assert!(stderr(&o).contains("not available yet"));
+}

@@ -124,6 +124,24 @@ pub fn env(cmd: EnvCommand) -> CommandResult {
         EnvCommand::Build { family, .. } if family != "metaworld" => {
             Err(Failure::usage(format!("family '{family}' is not available in this build")))
         }
+        EnvCommand::Build { assets_dir, tag, .. } => {
+            if let Some(tag) = tag {
+                eprintln!("--tag {tag} ignored: MetaWorld runs in-process in this build (no container image)");
+            }
+            let dir = match assets_dir {
+                Some(d) => std::path::absolute(&d).unwrap_or(d),
+                None => crate::config::metaworld_assets_dir()?,
+            };
+            let scenes = crate::sim::assets::compile_all(&dir).map_err(Failure::runtime)?;
+            println!("assets: {}", dir.display());
+            for s in &scenes {
+                println!(
+                    "{:<44} nq {:>3} nv {:>3} bodies {:>3} mocap {} compiled in {:.1} ms",
+                    s.file, s.nq, s.nv, s.nbody, s.nmocap, s.compile.as_secs_f64() * 1e3
+                );
+            }
+            Err(not_available("the MetaWorld environments (reset, step and render checks of kinitro env build)"))
+        }
         _ => Err(not_available("the MetaWorld simulation (kinitro env build|test)")),
     }
 }
