@@ -395,3 +395,64 @@ async fn backup_and_restore_keep_cycles_and_weights() {
         stdout(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_prometheus_scrapes_the_api() {
+    if !tool("prometheus") {
+        return;
+    }
+    let url = fresh_database().await;
+    let api = ApiProcess::start(&url, &[("KINITRO_API_AUTH_DISABLED", "1")]);
+    let dir = tempfile::tempdir().unwrap();
+    let web = common::free_port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: kinitro\n    static_configs:\n      - targets: [\"127.0.0.1:{}\"]\n",
+            api.port
+        ),
+    )
+    .unwrap();
+    let mut prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = String::new();
+    let ok = loop {
+        if let Ok((200, body)) = common::http_get(web, "/api/v1/query?query=kinitro_build_info") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
+                break true;
+            }
+            last = body;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let targets = common::http_get(web, "/api/v1/targets")
+        .map(|r| r.1)
+        .unwrap_or_default();
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert!(
+        ok,
+        "no kinitro samples ingested: {last}\ntargets: {targets}"
+    );
+    assert!(targets.contains("\"health\":\"up\""), "{targets}");
+}
