@@ -9,5 +9,6 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod logging;
+pub mod miner;
 pub mod scheduler;
 pub mod sim;

@@ -98,7 +98,6 @@ fn unfinished_services_say_so() {
     for args in [
         &["executor"][..],
         &["env", "test", "metaworld/reach-v3"],
-        &["miner", "serve"],
         &["run", "--demo"],
     ] {
         let o = kinitro(args, &[]);

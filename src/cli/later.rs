@@ -1,4 +1,5 @@
-//! Command groups whose services later issues build (executor, environments, reference miner). Their flags and configuration are already parsed and validated, so scripts and
+//! Command groups whose services are partly built: the executor (configuration only), the
+//! environments (list and scene compilation) and the reference miner. Their flags and configuration are already parsed and validated, so scripts and
 //! env files can be checked now; running them says plainly that the service is not in this build.
 
 use std::path::PathBuf;
@@ -153,9 +154,20 @@ pub enum MinerCommand {
     Serve(MinerFlags),
 }
 
-/// Validates the miner configuration, then reports that the server is not built yet.
-pub fn miner(cmd: MinerCommand) -> CommandResult {
+/// Runs the reference miner until SIGINT/SIGTERM.
+pub fn miner(
+    cmd: MinerCommand,
+    level: Option<crate::config::LogLevel>,
+    format: Option<crate::config::LogFormat>,
+) -> CommandResult {
     let MinerCommand::Serve(flags) = cmd;
-    MinerConfig::resolve(&flags, &Env::from_process(&["KINITRO_MINER_"]))?;
-    Err(not_available("the reference miner (kinitro miner serve)"))
+    let env = Env::from_process(&["KINITRO_MINER_"]);
+    let config = MinerConfig::resolve(&flags, &env)?;
+    super::init_logging(level, format, Some(&env))?;
+    actix_web::rt::System::new().block_on(async move {
+        let server = crate::miner::server::serve(&config)
+            .map_err(|e| Failure::runtime(format!("cannot bind {}:{}: {e}", config.host, config.port)))?;
+        tracing::info!(host = %config.host, port = config.port, policy = ?config.policy, "reference miner listening");
+        server.await.map_err(Failure::runtime)
+    })
 }

@@ -153,7 +153,7 @@ pub fn main() -> ExitCode {
         Command::Scheduler(args) => scheduler::execute(args, cli.log_level, cli.log_format),
         Command::Executor(args) => later::executor(args),
         Command::Env(cmd) => later::env(cmd),
-        Command::Miner(cmd) => later::miner(cmd),
+        Command::Miner(cmd) => later::miner(cmd, cli.log_level, cli.log_format),
         Command::Crypto(cmd) => crypto::execute(cmd),
     };
     match result {
