@@ -240,42 +240,11 @@ pub struct FetchRequest {
     pub shard: Option<Shard>,
 }
 
-/// `Task` (api.md 3.3).
-#[derive(Serialize, ToSchema)]
-pub struct Task {
-    /// UUID v4.
-    pub task_uuid: String,
-    /// Cycle.
-    pub cycle_id: i32,
-    /// Miner uid.
-    pub miner_uid: i32,
-    /// Miner hotkey.
-    pub miner_hotkey: String,
-    /// Miner base URL.
-    pub miner_endpoint: String,
-    /// Repo.
-    pub miner_repo: Option<String>,
-    /// Revision.
-    pub miner_revision: Option<String>,
-    /// Env.
-    pub env_id: String,
-    /// Public seed.
-    pub seed: i32,
-    /// Secret simulation seed (u64).
-    pub sim_seed: u64,
-    /// `assigned`.
-    pub status: String,
-    /// Creation time.
-    pub created_at: String,
-    /// Attempt number.
-    pub attempts: i32,
-}
-
 /// `POST /v1/tasks/fetch` response.
 #[derive(Serialize, ToSchema)]
 pub struct FetchResponse {
     /// Claimed tasks in FIFO order.
-    pub tasks: Vec<Task>,
+    pub tasks: Vec<crate::db::tasks::ClaimedTask>,
     /// Approximate pending count.
     pub total_pending: i64,
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, Env, LogFormat, LogLevel, SettingValue};
+use crate::config::{ConfigError, Env, LogFormat, LogLevel};
 
 /// kinitro — evaluation backend: chain, cycles, MuJoCo episodes, scoring, weights API.
 #[derive(Debug, Parser)]
@@ -134,11 +134,6 @@ pub fn init_logging(
         }
     }
     Ok(())
-}
-
-/// Parses a log-level value the way the variables are parsed (for callers outside clap).
-pub fn parse_level(raw: &str) -> Option<LogLevel> {
-    LogLevel::parse_setting(raw)
 }
 
 /// Entry point of the binary.

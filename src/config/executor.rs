@@ -5,9 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{
-    cpu_count, parse_list_flag, xdg_dir, ConfigError, Env, List, Seconds, SettingValue, StringMap,
-};
+use super::{parse_list_flag, xdg_dir, ConfigError, Env, List, Seconds, SettingValue, StringMap};
 
 /// How episodes are run (executor.md 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -351,9 +349,4 @@ fn positive_seconds(env: &Env, field: &str, default: f64) -> Result<Seconds, Con
             "a positive number of seconds",
         )?
         .unwrap_or(Seconds(default)))
-}
-
-/// Default number of pools (one per CPU).
-pub fn default_pools() -> usize {
-    cpu_count()
 }

@@ -297,11 +297,6 @@ impl ManagedPostgres {
         .ok()
     }
 
-    /// The cluster directory `<data_dir>/postgres`.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Fast shutdown, waiting for the server to exit. A no-op for an adopted server.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

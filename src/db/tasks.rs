@@ -13,8 +13,8 @@ use kinitro_actors::tasks::{decide, max_attempts_result, Decision, TaskResult, T
 
 use super::connect::DbError;
 
-/// A claimed task as handed to an executor (api.md 3.3).
-#[derive(Debug, Clone, QueryableByName, serde::Serialize)]
+/// A claimed task as handed to an executor (api.md 3.3); also its OpenAPI schema.
+#[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
 pub struct ClaimedTask {
     /// Row id (FIFO order; not part of the API body).
     #[diesel(sql_type = BigInt)]
@@ -50,6 +50,7 @@ pub struct ClaimedTask {
     /// Secret simulation seed, stored as the i64 with the same bits.
     #[diesel(sql_type = BigInt)]
     #[serde(serialize_with = "as_u64")]
+    #[schema(value_type = u64)]
     pub sim_seed: i64,
     /// Always `assigned`.
     #[diesel(sql_type = Text)]
@@ -57,6 +58,7 @@ pub struct ClaimedTask {
     /// Creation time.
     #[diesel(sql_type = Timestamptz)]
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
     /// Which attempt this is.
     #[diesel(sql_type = Integer)]
