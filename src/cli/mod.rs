@@ -5,6 +5,7 @@
 pub mod api;
 pub mod crypto;
 pub mod db;
+pub mod env;
 pub mod healthcheck;
 pub mod later;
 pub mod run;
@@ -54,7 +55,7 @@ pub enum Command {
     Db(db::DbArgs),
     /// Environments: list, build, test
     #[command(subcommand)]
-    Env(later::EnvCommand),
+    Env(env::EnvCommand),
     /// Reference miner
     #[command(subcommand)]
     Miner(later::MinerCommand),
@@ -147,7 +148,7 @@ pub fn main() -> ExitCode {
         Command::Healthcheck(args) => healthcheck::execute(args),
         Command::Scheduler(args) => scheduler::execute(args, cli.log_level, cli.log_format),
         Command::Executor(args) => later::executor(args),
-        Command::Env(cmd) => later::env(cmd),
+        Command::Env(cmd) => env::env(cmd),
         Command::Miner(cmd) => later::miner(cmd, cli.log_level, cli.log_format),
         Command::Crypto(cmd) => crypto::execute(cmd),
     };

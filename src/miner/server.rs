@@ -1,17 +1,30 @@
 //! `kinitro miner serve` (miner-protocol.md 8): `POST /reset`, `POST /act`, `GET /health` over
 //! actix-web, for local demos, tests and executor benchmarks.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-use super::policy::{Policy, PolicyError};
+use super::policy::{privileged_state, Policy, PolicyError};
+use crate::sim::task::Task;
 use crate::config::miner::MinerConfig;
+
+/// Episodes remembered for `X-Kinitro-Episode` (the oldest are forgotten beyond this).
+const MAX_EPISODES: usize = 100_000;
+
+/// The task of each episode by its `X-Kinitro-Episode`, and of the latest `/reset`.
+#[derive(Default)]
+struct Episodes {
+    by_header: HashMap<String, Option<Task>>,
+    latest: Option<Task>,
+}
 
 struct Shared {
     policy: Mutex<Policy>,
+    episodes: Mutex<Episodes>,
     delay: Duration,
     started: Instant,
 }
@@ -20,10 +33,25 @@ fn detail(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "detail": message }))
 }
 
-async fn reset(body: web::Bytes) -> HttpResponse {
+fn episode_header(req: &actix_web::HttpRequest) -> Option<String> {
+    req.headers().get("x-kinitro-episode")?.to_str().ok().map(str::to_owned)
+}
+
+async fn reset(shared: web::Data<Shared>, req: actix_web::HttpRequest, body: web::Bytes) -> HttpResponse {
     match serde_json::from_slice::<Value>(&body) {
-        Ok(v) if v.get("task_config").is_some_and(Value::is_object) => HttpResponse::Ok()
-            .json(json!({"status": "ok", "episode_id": hex::encode(rand::random::<[u8; 16]>())})),
+        Ok(v) if v.get("task_config").is_some_and(Value::is_object) => {
+            let task = v.pointer("/task_config/env_id").and_then(Value::as_str).and_then(Task::from_env_id);
+            let mut episodes = shared.episodes.lock().unwrap();
+            episodes.latest = task;
+            if let Some(id) = episode_header(&req) {
+                if episodes.by_header.len() >= MAX_EPISODES {
+                    episodes.by_header.clear();
+                }
+                episodes.by_header.insert(id, task);
+            }
+            HttpResponse::Ok()
+                .json(json!({"status": "ok", "episode_id": hex::encode(rand::random::<[u8; 16]>())}))
+        }
         _ => detail(
             actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
             "body must be {\"task_config\": {...}}",
@@ -31,7 +59,7 @@ async fn reset(body: web::Bytes) -> HttpResponse {
     }
 }
 
-async fn act(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+async fn act(shared: web::Data<Shared>, req: actix_web::HttpRequest, body: web::Bytes) -> HttpResponse {
     let obs = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(mut o)) if o.get("obs").is_some_and(Value::is_object) => {
             o.remove("obs").unwrap_or_default()
@@ -43,7 +71,14 @@ async fn act(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
             )
         }
     };
-    let answer = shared.policy.lock().unwrap().act(&obs);
+    let task = {
+        let episodes = shared.episodes.lock().unwrap();
+        episode_header(&req)
+            .and_then(|id| episodes.by_header.get(&id).copied())
+            .unwrap_or(episodes.latest)
+    };
+    let state = privileged_state(&obs);
+    let answer = shared.policy.lock().unwrap().act(task, state.as_deref());
     if !shared.delay.is_zero() {
         tokio::time::sleep(shared.delay).await;
     }
@@ -51,9 +86,6 @@ async fn act(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
         Ok(action) => HttpResponse::Ok().json(json!({ "action": action })),
         Err(PolicyError::Unprocessable(m)) => {
             detail(actix_web::http::StatusCode::UNPROCESSABLE_ENTITY, &m)
-        }
-        Err(PolicyError::NotImplemented(m)) => {
-            detail(actix_web::http::StatusCode::NOT_IMPLEMENTED, &m)
         }
     }
 }
@@ -68,6 +100,7 @@ async fn health(shared: web::Data<Shared>) -> HttpResponse {
 pub fn serve(config: &MinerConfig) -> std::io::Result<actix_web::dev::Server> {
     let shared = web::Data::new(Shared {
         policy: Mutex::new(Policy::new(config.policy, config.seed)),
+        episodes: Mutex::default(),
         delay: Duration::from_millis(config.delay_ms),
         started: Instant::now(),
     });

@@ -1,5 +1,13 @@
-//! Simulation (spec: environments.md): MetaWorld's scenes on MuJoCo 3.17 through mujoco-rs. This
-//! build loads and compiles the scenes; the environments themselves (runtime edits, reset, step,
-//! observations, rendering) are not in it yet.
+//! Simulation (spec: environments.md): MetaWorld's eight tasks on MuJoCo 3.17 through mujoco-rs —
+//! scene assets, the environments, the miner's action, the scripted experts.
 
+pub mod action;
 pub mod assets;
+pub mod env;
+pub mod expert;
+pub mod mj;
+pub mod render;
+pub mod reward;
+pub mod rng;
+pub mod rollout;
+pub mod task;

@@ -1,0 +1,211 @@
+//! The one place that touches MuJoCo's raw arrays: a model copy with its data, and typed, bounds-
+//! checked views of the few fields the environments read and write (environments.md 3–5).
+
+use mujoco_rs::mujoco_c::{mjtNum, mjNEQDATA};
+use mujoco_rs::prelude::{MjData, MjModel, MjtObjBase};
+
+/// Object kinds looked up by name.
+pub use mujoco_rs::prelude::MjtObjBase as Obj;
+
+/// A model copy owned by one environment, with its simulation data.
+pub struct Sim {
+    data: MjData<Box<MjModel>>,
+}
+
+/// Reads `N` consecutive numbers of row `row` of a raw MuJoCo array of `rows` rows.
+///
+/// # Safety
+/// `ptr` must point to at least `rows * N` numbers.
+unsafe fn row<const N: usize>(ptr: *const mjtNum, rows: i64, row: usize) -> [f64; N] {
+    assert!((row as i64) < rows, "row {row} out of {rows}");
+    let mut out = [0.0; N];
+    out.copy_from_slice(unsafe { std::slice::from_raw_parts(ptr.add(row * N), N) });
+    out
+}
+
+/// A mutable slice over a whole raw MuJoCo array.
+///
+/// # Safety
+/// `ptr` must point to `len` numbers owned by a struct borrowed mutably for `'a`.
+unsafe fn slice_mut<'a>(ptr: *mut mjtNum, len: i64) -> &'a mut [f64] {
+    unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) }
+}
+
+impl Sim {
+    /// Wraps a model (a private copy) with fresh data.
+    pub fn new(model: MjModel) -> Self {
+        Self {
+            data: MjData::new(Box::new(model)),
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &MjModel {
+        self.data.model()
+    }
+
+    /// The data, for MuJoCo calls (step, forward, rendering).
+    pub fn data(&mut self) -> &mut MjData<Box<MjModel>> {
+        &mut self.data
+    }
+
+    /// The id of a named object, or an error naming it.
+    pub fn id(&self, kind: MjtObjBase, name: &str) -> Result<usize, String> {
+        self.model()
+            .name_to_id(kind, name)
+            .ok_or_else(|| format!("the scene has no {kind:?} named '{name}'"))
+    }
+
+    /// The first qpos address and first dof address of a body's first joint.
+    pub fn body_joint_addr(&self, body: usize) -> Result<(usize, usize), String> {
+        let m = self.model().ffi();
+        assert!((body as i64) < m.nbody as i64);
+        // SAFETY: body < nbody; the joint id is checked against njnt before indexing.
+        unsafe {
+            let jnt = *m.body_jntadr.add(body);
+            if jnt < 0 || jnt as i64 >= m.njnt as i64 {
+                return Err(format!("body {body} has no joint"));
+            }
+            Ok((
+                *m.jnt_qposadr.add(jnt as usize) as usize,
+                *m.jnt_dofadr.add(jnt as usize) as usize,
+            ))
+        }
+    }
+
+    /// The qpos and dof addresses of a named joint.
+    pub fn joint_addr(&self, name: &str) -> Result<(usize, usize), String> {
+        let j = self.id(MjtObjBase::mjOBJ_JOINT, name)?;
+        let m = self.model().ffi();
+        // SAFETY: j < njnt (name lookup).
+        unsafe { Ok((*m.jnt_qposadr.add(j) as usize, *m.jnt_dofadr.add(j) as usize)) }
+    }
+
+    /// World position of a body.
+    pub fn xpos(&self, body: usize) -> [f64; 3] {
+        // SAFETY: xpos holds nbody × 3 numbers.
+        unsafe { row(self.data.ffi().xpos, self.model().ffi().nbody as i64, body) }
+    }
+
+    /// World orientation of a body (w, x, y, z).
+    pub fn xquat(&self, body: usize) -> [f64; 4] {
+        // SAFETY: xquat holds nbody × 4 numbers.
+        unsafe { row(self.data.ffi().xquat, self.model().ffi().nbody as i64, body) }
+    }
+
+    /// World position of a geom.
+    pub fn geom_xpos(&self, geom: usize) -> [f64; 3] {
+        // SAFETY: geom_xpos holds ngeom × 3 numbers.
+        unsafe { row(self.data.ffi().geom_xpos, self.model().ffi().ngeom as i64, geom) }
+    }
+
+    /// World rotation matrix of a geom (row-major).
+    pub fn geom_xmat(&self, geom: usize) -> [f64; 9] {
+        // SAFETY: geom_xmat holds ngeom × 9 numbers.
+        unsafe { row(self.data.ffi().geom_xmat, self.model().ffi().ngeom as i64, geom) }
+    }
+
+    /// World position of a site.
+    pub fn site_xpos(&self, site: usize) -> [f64; 3] {
+        // SAFETY: site_xpos holds nsite × 3 numbers.
+        unsafe { row(self.data.ffi().site_xpos, self.model().ffi().nsite as i64, site) }
+    }
+
+    /// World rotation matrix of a site (row-major).
+    pub fn site_xmat(&self, site: usize) -> [f64; 9] {
+        // SAFETY: site_xmat holds nsite × 9 numbers.
+        unsafe { row(self.data.ffi().site_xmat, self.model().ffi().nsite as i64, site) }
+    }
+
+    /// Body velocity (angular, linear) at the body frame origin, world-aligned axes.
+    pub fn body_velocity(&self, body: usize) -> [f64; 6] {
+        self.data
+            .object_velocity(MjtObjBase::mjOBJ_BODY, body, false)
+    }
+
+    /// Joint positions.
+    pub fn qpos(&self) -> &[f64] {
+        let n = self.model().ffi().nq;
+        // SAFETY: qpos holds nq numbers.
+        unsafe { std::slice::from_raw_parts(self.data.ffi().qpos, n as usize) }
+    }
+
+    /// Joint positions, mutable.
+    pub fn qpos_mut(&mut self) -> &mut [f64] {
+        let n = self.model().ffi().nq;
+        // SAFETY: qpos holds nq numbers; `self` is borrowed mutably.
+        unsafe { slice_mut(self.data.ffi_mut().qpos, n as i64) }
+    }
+
+    /// Joint velocities, mutable.
+    pub fn qvel_mut(&mut self) -> &mut [f64] {
+        let n = self.model().ffi().nv;
+        // SAFETY: qvel holds nv numbers.
+        unsafe { slice_mut(self.data.ffi_mut().qvel, n as i64) }
+    }
+
+    /// Position of the (single) mocap body, mutable.
+    pub fn mocap_pos_mut(&mut self) -> &mut [f64] {
+        assert!(self.model().ffi().nmocap >= 1);
+        // SAFETY: nmocap ≥ 1, so mocap_pos holds at least 3 numbers.
+        unsafe { slice_mut(self.data.ffi_mut().mocap_pos, 3) }
+    }
+
+    /// Orientation of the (single) mocap body, mutable.
+    pub fn mocap_quat_mut(&mut self) -> &mut [f64] {
+        assert!(self.model().ffi().nmocap >= 1);
+        // SAFETY: nmocap ≥ 1, so mocap_quat holds at least 4 numbers.
+        unsafe { slice_mut(self.data.ffi_mut().mocap_quat, 4) }
+    }
+
+    /// Actuator controls, mutable.
+    pub fn ctrl_mut(&mut self) -> &mut [f64] {
+        let n = self.model().ffi().nu;
+        // SAFETY: ctrl holds nu numbers.
+        unsafe { slice_mut(self.data.ffi_mut().ctrl, n as i64) }
+    }
+
+    /// Every number of the data MuJoCo may have turned non-finite in a step (qpos, qvel, qacc).
+    pub fn state_is_finite(&self) -> bool {
+        let (d, m) = (self.data.ffi(), self.model().ffi());
+        // SAFETY: qpos holds nq numbers, qvel and qacc nv numbers.
+        unsafe {
+            [(d.qpos, m.nq), (d.qvel, m.nv), (d.qacc, m.nv)]
+                .iter()
+                .all(|(p, n)| std::slice::from_raw_parts(*p, *n as usize).iter().all(|v| v.is_finite()))
+        }
+    }
+
+    /// The model arrays an episode overlays (environments.md 7.3), mutable.
+    pub fn overlay_mut(&mut self) -> ModelArrays<'_> {
+        // SAFETY: only values are written, never sizes or addresses; the data stays valid.
+        let m = unsafe { self.data.model_mut().ffi_mut() };
+        // SAFETY: each pointer holds the number of values given (MuJoCo's layout).
+        unsafe {
+            ModelArrays {
+                body_pos: slice_mut(m.body_pos, m.nbody as i64 * 3),
+                site_pos: slice_mut(m.site_pos, m.nsite as i64 * 3),
+                geom_friction: slice_mut(m.geom_friction, m.ngeom as i64 * 3),
+                dof_damping: slice_mut(m.dof_damping, m.nv as i64),
+                eq_data: slice_mut(m.eq_data, m.neq as i64 * mjNEQDATA as i64),
+            }
+        }
+    }
+}
+
+/// Mutable views of the model arrays the environments edit.
+pub struct ModelArrays<'a> {
+    /// Body positions relative to the parent, nbody × 3.
+    pub body_pos: &'a mut [f64],
+    /// Site positions relative to the body, nsite × 3.
+    pub site_pos: &'a mut [f64],
+    /// Geom friction coefficients, ngeom × 3.
+    pub geom_friction: &'a mut [f64],
+    /// Dof damping, nv.
+    pub dof_damping: &'a mut [f64],
+    /// Equality constraint data, neq × mjNEQDATA (12 in MuJoCo 3.17).
+    pub eq_data: &'a mut [f64],
+}
+
+/// Numbers per equality constraint in this MuJoCo (12 in 3.17; 11 in 3.3).
+pub const EQ_DATA_WIDTH: usize = mjNEQDATA as usize;
