@@ -8,6 +8,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod executor;
 pub mod logging;
 pub mod miner;
 pub mod scheduler;

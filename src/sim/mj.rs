@@ -117,6 +117,14 @@ impl Sim {
         unsafe { row(self.data.ffi().site_xmat, self.model().ffi().nsite as i64, site) }
     }
 
+    /// World position and rotation matrix (row-major) of a camera, and its vertical field of view.
+    pub fn camera(&self, cam: usize) -> ([f64; 3], [f64; 9], f64) {
+        let (d, m) = (self.data.ffi(), self.model().ffi());
+        let n = m.ncam as i64;
+        // SAFETY: cam_xpos / cam_xmat / cam_fovy hold ncam × 3 / 9 / 1 numbers.
+        unsafe { (row(d.cam_xpos, n, cam), row(d.cam_xmat, n, cam), row::<1>(m.cam_fovy, n, cam)[0]) }
+    }
+
     /// Body velocity (angular, linear) at the body frame origin, world-aligned axes.
     pub fn body_velocity(&self, body: usize) -> [f64; 6] {
         self.data

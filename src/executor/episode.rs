@@ -1,0 +1,189 @@
+//! One episode (executor.md 5): address check, `/reset`, simulator reset, then `/act` and a
+//! simulator step per step until the limit; every failure ends the episode with the error string
+//! and failure kind of miner-protocol.md 6.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kinitro_actors::scoring::aggregate::FailureKind;
+use kinitro_actors::tasks::TaskResult;
+use tokio::sync::{oneshot, watch};
+
+use super::worker::{reset_body, Job, SimAnswer};
+use super::{guard, miner};
+use crate::sim::env::MAX_STEPS;
+use crate::sim::task::Task;
+
+/// A task as an executor receives it (from the database or from the API).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EpisodeTask {
+    /// Task id.
+    pub task_uuid: String,
+    /// Miner uid (logs).
+    #[serde(default)]
+    pub miner_uid: i64,
+    /// Miner endpoint.
+    pub miner_endpoint: String,
+    /// Environment id.
+    pub env_id: String,
+    /// Public seed, sent to the miner.
+    pub seed: i64,
+    /// Secret simulation seed.
+    pub sim_seed: u64,
+}
+
+/// The per-episode limits (executor.md 5.1).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Steps per episode (at most 500).
+    pub max_timesteps: u32,
+    /// `/act` round-trip budget, seconds.
+    pub action_timeout: f64,
+    /// `/reset` round-trip budget, seconds.
+    pub reset_timeout: f64,
+    /// Whole-episode budget, seconds.
+    pub eval_timeout: f64,
+    /// `/act` response cap.
+    pub max_response_bytes: usize,
+    /// Skip the address guard.
+    pub allow_private_endpoints: bool,
+}
+
+/// Running sums of one episode.
+struct Progress {
+    timesteps: u32,
+    total_reward: f64,
+    success: bool,
+    round_trips: Vec<Duration>,
+    miner_time: Duration,
+}
+
+impl Progress {
+    fn result(&self, task: &EpisodeTask, failure: Option<(String, FailureKind)>) -> TaskResult {
+        let secs: Vec<f64> = self.round_trips.iter().map(Duration::as_secs_f64).collect();
+        let (error, failure_kind) = failure.map_or((None, None), |(e, k)| (Some(e), Some(k)));
+        let success = self.success && error.is_none();
+        TaskResult {
+            task_uuid: task.task_uuid.clone(),
+            success,
+            score: if success { 1.0 } else { 0.0 },
+            total_reward: self.total_reward,
+            timesteps: self.timesteps,
+            error,
+            failure_kind,
+            action_time_mean: (!secs.is_empty()).then(|| secs.iter().sum::<f64>() / secs.len() as f64),
+            action_time_max: secs.iter().copied().reduce(f64::max),
+            verification_passed: None,
+            verification_score: None,
+        }
+    }
+}
+
+fn infra(e: impl Into<String>) -> (String, FailureKind) {
+    (e.into(), FailureKind::Infrastructure)
+}
+
+fn miner_fault(e: String) -> (String, FailureKind) {
+    (e, FailureKind::Miner)
+}
+
+async fn ask(worker: &mpsc::Sender<Job>, job: impl FnOnce(oneshot::Sender<Result<SimAnswer, String>>) -> Job)
+    -> Result<SimAnswer, (String, FailureKind)> {
+    let (tx, rx) = oneshot::channel();
+    worker.send(job(tx)).map_err(|_| infra("Executor error: the episode worker stopped"))?;
+    rx.await
+        .map_err(|_| infra("Executor error: the episode worker stopped"))?
+        .map_err(infra)
+}
+
+/// Runs one episode to its result; `id` names the episode on the worker, `stop` turns true when
+/// the executor gives up on in-flight episodes (shutdown).
+pub async fn run(
+    task: &EpisodeTask,
+    id: u64,
+    client: &awc::Client,
+    worker: &mpsc::Sender<Job>,
+    limits: &Limits,
+    stop: &watch::Receiver<bool>,
+) -> TaskResult {
+    let mut p = Progress {
+        timesteps: 0,
+        total_reward: 0.0,
+        success: false,
+        round_trips: Vec::new(),
+        miner_time: Duration::ZERO,
+    };
+    let outcome = drive(task, id, client, worker, limits, stop, &mut p).await;
+    let _ = worker.send(Job::End { id });
+    p.result(task, outcome.err())
+}
+
+async fn drive(
+    task: &EpisodeTask,
+    id: u64,
+    client: &awc::Client,
+    worker: &mpsc::Sender<Job>,
+    limits: &Limits,
+    stop: &watch::Receiver<bool>,
+    p: &mut Progress,
+) -> Result<(), (String, FailureKind)> {
+    let kind = Task::from_env_id(&task.env_id).ok_or_else(|| infra(format!("Unknown environment: {}", task.env_id)))?;
+    guard::check_endpoint(&task.miner_endpoint, limits.allow_private_endpoints)
+        .await
+        .map_err(miner_fault)?;
+    let started = Instant::now();
+    let budget = Duration::from_secs_f64(limits.eval_timeout);
+    let rt = miner::reset(client, &task.miner_endpoint, &task.task_uuid, reset_body(kind, task.seed), limits.reset_timeout)
+        .await
+        .map_err(miner_fault)?;
+    p.miner_time += rt;
+    let sim_seed = task.sim_seed;
+    let mut answer = ask(worker, |reply| Job::Reset { id, task: kind, sim_seed, reply }).await?;
+    let steps = limits.max_timesteps.min(MAX_STEPS);
+    for t in 0..steps {
+        if *stop.borrow() {
+            return Err(infra("Executor shutting down"));
+        }
+        if started.elapsed() >= budget {
+            return Err(over_budget(limits.eval_timeout, p, t));
+        }
+        let body = answer.body.take().ok_or_else(|| infra("Executor error: missing observation"))?;
+        let (action, rt) = miner::act(
+            client,
+            &task.miner_endpoint,
+            &task.task_uuid,
+            body,
+            limits.action_timeout,
+            limits.max_response_bytes,
+            t,
+        )
+        .await
+        .map_err(miner_fault)?;
+        p.round_trips.push(rt);
+        p.miner_time += rt;
+        let native = action.native();
+        let observe = t + 1 < steps;
+        answer = ask(worker, |reply| Job::Step { id, action: native, observe, reply }).await?;
+        p.timesteps = t + 1;
+        p.total_reward += answer.reward;
+        p.success |= answer.success;
+    }
+    Ok(())
+}
+
+/// executor.md 5.3: whose fault an exhausted episode budget is.
+fn over_budget(budget: f64, p: &Progress, t: u32) -> (String, FailureKind) {
+    if p.miner_time.as_secs_f64() >= 0.5 * budget {
+        miner_fault(format!("Miner too slow: episode budget of {}s exhausted at step {t}", fmt_budget(budget)))
+    } else {
+        infra(format!("Evaluation timeout after {}s", fmt_budget(budget)))
+    }
+}
+
+fn fmt_budget(s: f64) -> String {
+    if s.fract() == 0.0 {
+        format!("{}", s as u64)
+    } else {
+        format!("{s}")
+    }
+}

@@ -1,0 +1,155 @@
+//! The miner client (miner-protocol.md 1–2, 6): `POST /reset` and `POST /act` over one awc client
+//! per pool (keep-alive), no redirects, no compression, capped bodies, strict replies. Each call
+//! returns the round trip measured from sending to the body's complete arrival.
+
+use std::time::{Duration, Instant};
+
+use awc::http::header;
+use serde_json::Value;
+
+use crate::sim::action::Action;
+
+/// The `/reset` response cap.
+pub const RESET_LIMIT: usize = 64 * 1024;
+/// Connect (and TLS) timeout, not charged to the miner's budgets.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An awc client for miner endpoints.
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .disable_redirects()
+        .disable_timeout()
+        .no_default_headers()
+        .connector(awc::Connector::new().timeout(CONNECT_TIMEOUT))
+        .finish()
+}
+
+/// What went wrong with one call, before it is phrased for `/reset` or `/act`.
+#[derive(Debug)]
+enum CallError {
+    Timeout,
+    Connection(String),
+    Redirect(u16),
+    Status(u16, String),
+    TooLarge(usize),
+    Compressed,
+    NotJson,
+}
+
+fn endpoint_url(endpoint: &str, path: &str) -> String {
+    format!("{}{path}", endpoint.trim_end_matches('/'))
+}
+
+/// Sends one POST and reads the whole body within `budget`; returns (body, round trip).
+async fn call(
+    client: &awc::Client,
+    url: &str,
+    episode: &str,
+    body: bytes::Bytes,
+    budget: Duration,
+    limit: usize,
+) -> Result<(Value, Duration), CallError> {
+    let started = Instant::now();
+    let exchange = async {
+        let mut resp = client
+            .post(url)
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .insert_header((header::ACCEPT, "application/json"))
+            .insert_header((header::ACCEPT_ENCODING, "identity"))
+            .insert_header((header::USER_AGENT, concat!("kinitro-executor/", env!("CARGO_PKG_VERSION"))))
+            .insert_header(("X-Kinitro-Episode", episode))
+            .send_body(body)
+            .await
+            .map_err(|e| CallError::Connection(e.to_string()))?;
+        let status = resp.status();
+        let encoding = resp
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        if encoding.is_some_and(|e| e != "identity") {
+            return Err(CallError::Compressed);
+        }
+        let bytes = resp.body().limit(limit).await.map_err(|e| match e {
+            awc::error::PayloadError::Overflow => CallError::TooLarge(limit),
+            other => CallError::Connection(other.to_string()),
+        })?;
+        if status.is_redirection() {
+            return Err(CallError::Redirect(status.as_u16()));
+        }
+        if !status.is_success() {
+            let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
+            return Err(CallError::Status(status.as_u16(), text));
+        }
+        Ok(bytes)
+    };
+    let bytes = tokio::time::timeout(budget, exchange).await.map_err(|_| CallError::Timeout)??;
+    let round_trip = started.elapsed();
+    let value = serde_json::from_slice::<Value>(&bytes).map_err(|_| CallError::NotJson)?;
+    Ok((value, round_trip))
+}
+
+fn describe(e: CallError) -> String {
+    match e {
+        CallError::Timeout => unreachable!("timeouts are phrased by the caller"),
+        CallError::Connection(d) => format!("connection error: {d}"),
+        CallError::Redirect(code) => format!("redirect not allowed (HTTP {code})"),
+        CallError::Status(code, body) if body.is_empty() => format!("HTTP {code}"),
+        CallError::Status(code, body) => format!("HTTP {code}: {body}"),
+        CallError::TooLarge(limit) => format!("response too large (limit {limit} bytes)"),
+        CallError::Compressed => "compressed responses are not accepted".into(),
+        CallError::NotJson => "response is not valid JSON".into(),
+    }
+}
+
+/// Formats a configured number of seconds as the error strings show it (`5.0s`, `0.5s`).
+pub fn seconds(s: f64) -> String {
+    if s.fract() == 0.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// `POST /reset`; the error is the episode's whole error string.
+pub async fn reset(
+    client: &awc::Client,
+    endpoint: &str,
+    episode: &str,
+    body: bytes::Bytes,
+    timeout: f64,
+) -> Result<Duration, String> {
+    let url = endpoint_url(endpoint, "/reset");
+    match call(client, &url, episode, body, Duration::from_secs_f64(timeout), RESET_LIMIT).await {
+        Ok((_, rt)) => Ok(rt),
+        Err(CallError::Timeout) => Err(format!("Miner reset failed: timeout after {}", seconds(timeout))),
+        Err(e) => Err(format!("Miner reset failed: {}", describe(e))),
+    }
+}
+
+/// `POST /act` at step `t`; returns the validated action and the round trip, or the error string.
+pub async fn act(
+    client: &awc::Client,
+    endpoint: &str,
+    episode: &str,
+    body: bytes::Bytes,
+    timeout: f64,
+    limit: usize,
+    t: u32,
+) -> Result<(Action, Duration), String> {
+    let url = endpoint_url(endpoint, "/act");
+    let (value, rt) = match call(client, &url, episode, body, Duration::from_secs_f64(timeout), limit).await {
+        Ok(v) => v,
+        Err(CallError::Timeout) => return Err(format!("Miner action timeout at step {t}")),
+        Err(e) => return Err(format!("Miner action failed at step {t}: {}", describe(e))),
+    };
+    let Value::Object(mut reply) = value else {
+        return Err(format!("Miner action failed at step {t}: response is not a JSON object"));
+    };
+    match reply.remove("action") {
+        None | Some(Value::Null) => Err(format!("Miner returned no action at step {t}")),
+        Some(a) => Action::from_json(&a)
+            .map(|a| (a, rt))
+            .map_err(|d| format!("Miner action failed at step {t}: invalid action: {d}")),
+    }
+}

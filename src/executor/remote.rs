@@ -1,0 +1,412 @@
+//! Remote mode (executor.md 3), `kinitro executor`: a fetch loop claiming batches through
+//! `POST /v1/tasks/fetch`, and a submitter delivering results through `POST /v1/tasks/submit` from an
+//! outbox backed by an append-only spool file, so an API outage or a restart loses nothing.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kinitro_actors::scoring::aggregate::FailureKind;
+use kinitro_actors::tasks::TaskResult;
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::{json, Value};
+use sha2::Digest;
+use tokio::sync::watch;
+
+use super::episode::EpisodeTask;
+use super::Pools;
+use crate::config::executor::ExecutorConfig;
+
+/// Results per submission.
+const SUBMIT_BATCH: usize = 50;
+/// Timeout of one API request.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The JSON of a result (api.md 4.10).
+pub fn result_json(r: &TaskResult) -> Value {
+    json!({
+        "task_uuid": r.task_uuid, "success": r.success, "score": r.score, "total_reward": r.total_reward,
+        "timesteps": r.timesteps, "error": r.error,
+        "failure_kind": r.failure_kind.map(|k| match k { FailureKind::Miner => "miner", FailureKind::Infrastructure => "infrastructure" }),
+        "action_time_mean": r.action_time_mean, "action_time_max": r.action_time_max,
+    })
+}
+
+/// One undelivered result.
+#[derive(Debug, Clone)]
+struct Entry {
+    seq: u64,
+    executor_id: String,
+    result: Value,
+}
+
+/// The outbox and its spool file.
+struct Outbox {
+    entries: Vec<Entry>,
+    next_seq: u64,
+    spool: Option<Flock<File>>,
+    spool_path: Option<PathBuf>,
+    last_rewrite: Instant,
+}
+
+/// The spool file name of an executor id (executor.md 3.4).
+pub fn spool_name(executor_id: &str) -> String {
+    let safe: String = executor_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .collect();
+    let hash = hex::encode(sha2::Sha256::digest(executor_id.as_bytes()));
+    format!("{safe}-{}.jsonl", &hash[..8])
+}
+
+fn read_entries(file: &mut File) -> Vec<(String, Value)> {
+    use std::io::Seek;
+    let _ = file.seek(std::io::SeekFrom::Start(0));
+    std::io::BufReader::new(&*file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .filter_map(|v| Some((v["executor_id"].as_str()?.to_string(), v.get("result")?.clone())))
+        .collect()
+}
+
+impl Outbox {
+    /// Opens (and locks) this executor's spool, loading what it and dead processes left behind.
+    fn open(dir: Option<&Path>, executor_id: &str) -> Result<Self, String> {
+        let mut outbox = Outbox {
+            entries: Vec::new(),
+            next_seq: 0,
+            spool: None,
+            spool_path: None,
+            last_rewrite: Instant::now(),
+        };
+        let Some(dir) = dir else { return Ok(outbox) };
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the spool directory {}: {e}", dir.display()))?;
+        let path = dir.join(spool_name(executor_id));
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open the spool {}: {e}", path.display()))?;
+        let mut locked = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            format!("executor id {executor_id} is already in use by a live process (spool {} is locked)", path.display())
+        })?;
+        let mut recovered = read_entries(&mut locked);
+        let mut orphans = Vec::new();
+        for other in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+            let p = other.path();
+            if p == path || p.extension().is_none_or(|e| e != "jsonl") {
+                continue;
+            }
+            let Ok(f) = OpenOptions::new().read(true).write(true).open(&p) else { continue };
+            if let Ok(mut f) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                recovered.extend(read_entries(&mut f));
+                orphans.push(p);
+            }
+        }
+        outbox.spool = Some(locked);
+        outbox.spool_path = Some(path);
+        for (id, result) in recovered {
+            outbox.push_entry(id, result);
+        }
+        if !outbox.entries.is_empty() {
+            outbox.rewrite()?; // the recovered entries now live in our own spool
+            tracing::info!(event = "spool_recovered", count = outbox.entries.len(), "results recovered from the spool");
+        }
+        for p in orphans {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(outbox)
+    }
+
+    fn push_entry(&mut self, executor_id: String, result: Value) {
+        self.entries.push(Entry { seq: self.next_seq, executor_id, result });
+        self.next_seq += 1;
+    }
+
+    /// Appends a result to the spool (flushed) and then to the outbox.
+    fn add(&mut self, executor_id: &str, result: Value) {
+        if let Some(spool) = self.spool.as_mut() {
+            let line = json!({"executor_id": executor_id, "result": result}).to_string() + "\n";
+            if let Err(e) = spool.write_all(line.as_bytes()).and_then(|_| spool.flush()) {
+                tracing::error!(error = %e, "cannot append to the spool; the result is only in memory");
+            }
+        }
+        self.push_entry(executor_id.to_string(), result);
+    }
+
+    /// Rewrites the spool with the undelivered entries only.
+    fn rewrite(&mut self) -> Result<(), String> {
+        let Some(spool) = self.spool.as_mut() else { return Ok(()) };
+        let mut text = String::new();
+        for e in &self.entries {
+            text += &(json!({"executor_id": e.executor_id, "result": e.result}).to_string() + "\n");
+        }
+        // Rewrite in place (the lock stays on this file): truncate and append the survivors.
+        spool.set_len(0).map_err(|e| e.to_string())?;
+        spool.write_all(text.as_bytes()).and_then(|_| spool.flush()).map_err(|e| e.to_string())?;
+        self.last_rewrite = Instant::now();
+        Ok(())
+    }
+}
+
+/// The API client of an executor.
+struct Api {
+    client: awc::Client,
+    base: String,
+}
+
+impl Api {
+    fn new(config: &ExecutorConfig) -> Self {
+        let mut builder = awc::Client::builder().timeout(API_TIMEOUT);
+        if let Some(key) = &config.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        Self {
+            client: builder.finish(),
+            base: config.api_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        let mut resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .send_json(body)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp.body().limit(64 * 1024 * 1024).await.map_err(|e| e.to_string())?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+}
+
+/// Exponential backoff 1, 2, 4 … 30 s with up to 20 % jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = (1u64 << attempt.min(5)).min(30) as f64;
+    Duration::from_secs_f64(base * (1.0 + 0.2 * rand::random::<f64>()))
+}
+
+/// Runs the executor until `shutdown` resolves (SIGINT/SIGTERM), then drains (executor.md 3.5).
+pub async fn run(config: ExecutorConfig, pools: Arc<Pools>, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    let outbox = Arc::new(Mutex::new(Outbox::open(config.spool_dir.as_deref(), &config.executor_id)?));
+    let api = Arc::new(Api::new(&config));
+    match api.client.get(format!("{}/health", api.base)).send().await {
+        Ok(r) if r.status().is_success() => {}
+        other => tracing::warn!(api = %api.base, answer = ?other.map(|r| r.status()), "the API is not healthy yet; fetching will retry"),
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let submitter = actix_web::rt::spawn(submit_loop(api.clone(), outbox.clone(), stop_rx.clone()));
+    let fetcher = fetch_loop(&config, api, pools.clone(), outbox.clone(), stop_rx);
+    tokio::pin!(fetcher);
+    tokio::select! {
+        _ = shutdown => {}
+        _ = &mut fetcher => {}
+    }
+    tracing::info!("shutting down: no more fetching; finishing in-flight episodes");
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs_f64(config.shutdown_grace.0);
+    let deadline = Instant::now() + grace;
+    while pools.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pools.stop_episodes();
+    while pools.in_flight() > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the finished episodes' results reach the outbox, then flush it for up to 30 s.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), submitter).await;
+    let mut o = outbox.lock().unwrap();
+    o.rewrite()?;
+    if !o.entries.is_empty() {
+        tracing::warn!(undelivered = o.entries.len(), "results left in the spool for the next start");
+    }
+    Ok(())
+}
+
+async fn fetch_loop(config: &ExecutorConfig, api: Arc<Api>, pools: Arc<Pools>, outbox: Arc<Mutex<Outbox>>, stop: watch::Receiver<bool>) {
+    let env_ids: Vec<&str> = super::served_tasks(config).iter().map(|t| t.env_id()).collect();
+    let mut failures = 0u32;
+    while !*stop.borrow() {
+        let free = pools.free_slots();
+        if free == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let batch = free.min(config.batch_size as usize);
+        let mut body = json!({"executor_id": config.executor_id, "batch_size": batch, "env_ids": env_ids});
+        if config.shard_count > 1 {
+            body["shard"] = json!({"index": config.shard_index, "count": config.shard_count});
+        }
+        let wait = match api.post("/v1/tasks/fetch", &body).await {
+            Ok((200, v)) => {
+                failures = 0;
+                let tasks: Vec<EpisodeTask> = v["tasks"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|t| serde_json::from_value(t.clone()).ok()).collect())
+                    .unwrap_or_default();
+                tracing::info!(event = "tasks_fetched", count = tasks.len(), total_pending = v["total_pending"].as_i64(), "tasks fetched");
+                let got = tasks.len();
+                for task in tasks {
+                    let (pools, outbox, id) = (pools.clone(), outbox.clone(), config.executor_id.clone());
+                    let fut = pools.run(task);
+                    actix_web::rt::spawn(async move {
+                        let result = fut.await;
+                        outbox.lock().unwrap().add(&id, result_json(&result));
+                    });
+                }
+                if got < batch { Duration::from_secs_f64(config.poll_interval.0) } else { Duration::ZERO }
+            }
+            Ok((401, _)) => {
+                tracing::error!("API rejected the executor key");
+                Duration::from_secs(30)
+            }
+            Ok((status, body)) if (400..500).contains(&status) => {
+                tracing::error!(status, body = %body, "the API refused the fetch request");
+                Duration::from_secs(30)
+            }
+            Ok((status, _)) => {
+                failures += 1;
+                tracing::warn!(status, attempt = failures, "fetch failed; retrying");
+                backoff(failures - 1)
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, attempt = failures, "fetch failed; retrying");
+                backoff(failures - 1)
+            }
+        };
+        if !wait.is_zero() {
+            let mut stop = stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// Delivers the outbox: batches of at most 50, every second (or at once when 50 wait); ends when
+/// `stop` is set and the outbox is empty.
+async fn submit_loop(api: Arc<Api>, outbox: Arc<Mutex<Outbox>>, stop: watch::Receiver<bool>) {
+    let mut failures = 0u32;
+    loop {
+        let batch: Vec<Entry> = {
+            let o = outbox.lock().unwrap();
+            let first = o.entries.first().map(|e| e.executor_id.clone());
+            o.entries.iter().filter(|e| Some(&e.executor_id) == first.as_ref()).take(SUBMIT_BATCH).cloned().collect()
+        };
+        if batch.is_empty() {
+            if *stop.borrow() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let delivered = submit(&api, &batch, &mut failures).await;
+        if !delivered.is_empty() {
+            let mut o = outbox.lock().unwrap();
+            o.entries.retain(|e| !delivered.contains(&e.seq));
+            if o.last_rewrite.elapsed() >= Duration::from_secs(10) || o.entries.is_empty() {
+                if let Err(e) = o.rewrite() {
+                    tracing::warn!(error = %e, "cannot rewrite the spool");
+                }
+            }
+        }
+        let full = outbox.lock().unwrap().entries.len() >= SUBMIT_BATCH;
+        if failures > 0 {
+            tokio::time::sleep(backoff(failures - 1)).await;
+        } else if !full {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Sends one batch; returns the sequence numbers that are final (delivered or dropped).
+async fn submit(api: &Api, batch: &[Entry], failures: &mut u32) -> Vec<u64> {
+    let body = json!({"executor_id": batch[0].executor_id, "results": batch.iter().map(|e| &e.result).collect::<Vec<_>>()});
+    match api.post("/v1/tasks/submit", &body).await {
+        Ok((200, v)) => {
+            *failures = 0;
+            tracing::info!(event = "results_submitted", accepted = v["accepted"].as_i64(), rejected = v["rejected"].as_i64(),
+                duplicates = v["duplicates"].as_i64(), requeued = v["requeued"].as_i64(), "results submitted");
+            if v["rejected"].as_i64().unwrap_or(0) > 0 {
+                tracing::warn!(errors = %v["errors"], "results rejected");
+            }
+            batch.iter().map(|e| e.seq).collect()
+        }
+        Ok((413, _)) if batch.len() > 1 => {
+            let (a, b) = batch.split_at(batch.len() / 2);
+            let mut done = Box::pin(submit(api, a, failures)).await;
+            done.extend(Box::pin(submit(api, b, failures)).await);
+            done
+        }
+        Ok((422, v)) if batch.len() > 1 => {
+            tracing::warn!(body = %v, "batch refused as malformed; resending one by one");
+            let mut done = Vec::new();
+            for e in batch {
+                done.extend(Box::pin(submit(api, std::slice::from_ref(e), failures)).await);
+            }
+            done
+        }
+        Ok((422, v)) => {
+            tracing::error!(body = %v, result = %batch[0].result, "malformed result dropped");
+            batch.iter().map(|e| e.seq).collect()
+        }
+        Ok((401, _)) => {
+            tracing::error!("API rejected the executor key");
+            *failures = 5;
+            Vec::new()
+        }
+        Ok((status, v)) => {
+            *failures += 1;
+            tracing::warn!(event = "submit_retry", attempt = *failures, status, body = %v, "submission failed; retrying");
+            Vec::new()
+        }
+        Err(e) => {
+            *failures += 1;
+            tracing::warn!(event = "submit_retry", attempt = *failures, error = %e, "submission failed; retrying");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spool_names() {
+        let a = spool_name("executor-1");
+        assert!(a.starts_with("executor-1-") && a.ends_with(".jsonl"));
+        assert_ne!(spool_name("a/b"), spool_name("a_b"), "ids that sanitise alike get different files");
+        assert!(spool_name("a/b").starts_with("a_b-"));
+    }
+
+    #[test]
+    fn spool_survives_a_restart_and_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut o = Outbox::open(Some(dir.path()), "ex-1").unwrap();
+            o.add("ex-1", json!({"task_uuid": "t1"}));
+            o.add("ex-1", json!({"task_uuid": "t2"}));
+            let err = Outbox::open(Some(dir.path()), "ex-1").err().unwrap();
+            assert!(err.contains("already in use by a live process"), "{err}");
+            o.entries.retain(|e| e.result["task_uuid"] == "t2");
+            o.rewrite().unwrap();
+        }
+        let o = Outbox::open(Some(dir.path()), "ex-1").unwrap();
+        assert_eq!(o.entries.len(), 1);
+        assert_eq!(o.entries[0].result["task_uuid"], "t2");
+        drop(o);
+        // Another executor adopts the dead process's file, keeping the original executor id.
+        let o = Outbox::open(Some(dir.path()), "ex-2").unwrap();
+        assert_eq!(o.entries.len(), 1);
+        assert_eq!(o.entries[0].executor_id, "ex-1");
+        assert!(!dir.path().join(spool_name("ex-1")).exists());
+    }
+}

@@ -1,0 +1,250 @@
+//! A pool's episode worker (executor.md 2): one OS thread doing all MuJoCo stepping, rendering and
+//! observation encoding of the pool's episodes, one job at a time in arrival order.
+//!
+//! It keeps one compiled model per env id, idle environments (model copies) for reuse, the
+//! environment of each episode in flight, and one renderer per env id, all created lazily.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use base64::Engine;
+use mujoco_rs::prelude::MjModel;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::sim::env::{Env, STATE_LEN};
+use crate::sim::render::{self, Cameras};
+use crate::sim::task::Task;
+use crate::sim::{assets, env};
+
+/// What the episode's observations carry.
+#[derive(Debug, Clone, Copy)]
+pub struct ObsOptions {
+    /// Render the two cameras.
+    pub images: bool,
+    /// Add `extra.state`.
+    pub privileged_state: bool,
+}
+
+/// A worker's answer to a reset or a step.
+#[derive(Debug)]
+pub struct SimAnswer {
+    /// Step reward (0 for a reset).
+    pub reward: f64,
+    /// Step success.
+    pub success: bool,
+    /// The `/act` request body for the next observation (`{"obs": …}`), unless not wanted.
+    pub body: Option<bytes::Bytes>,
+    /// Seconds of physics, rendering and encoding.
+    pub timings: [f64; 3],
+}
+
+/// A failure of the simulator or renderer: `Simulator error: …` / `Render error: …`.
+pub type SimFailure = String;
+
+/// A job for the worker.
+pub enum Job {
+    /// Start episode `id` of `task` with `sim_seed`.
+    Reset {
+        /// Episode id.
+        id: u64,
+        /// Task.
+        task: Task,
+        /// Secret simulation seed.
+        sim_seed: u64,
+        /// Answer.
+        reply: oneshot::Sender<Result<SimAnswer, SimFailure>>,
+    },
+    /// Step episode `id`.
+    Step {
+        /// Episode id.
+        id: u64,
+        /// Native action.
+        action: [f32; 4],
+        /// Build the next observation.
+        observe: bool,
+        /// Answer.
+        reply: oneshot::Sender<Result<SimAnswer, SimFailure>>,
+    },
+    /// Episode `id` is over: its environment goes back to the idle set.
+    End {
+        /// Episode id.
+        id: u64,
+    },
+}
+
+/// The worker's state, living on its thread.
+struct Worker {
+    assets: PathBuf,
+    options: ObsOptions,
+    models: HashMap<Task, MjModel>,
+    idle: HashMap<Task, Vec<Env>>,
+    running: HashMap<u64, Env>,
+    cameras: HashMap<Task, Cameras>,
+}
+
+/// Starts a worker thread; jobs go into the returned sender. The thread ends when every sender is
+/// dropped.
+pub fn spawn(assets: PathBuf, options: ObsOptions, name: String) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let mut w = Worker {
+                assets,
+                options,
+                models: HashMap::new(),
+                idle: HashMap::new(),
+                running: HashMap::new(),
+                cameras: HashMap::new(),
+            };
+            while let Ok(job) = rx.recv() {
+                w.handle(job);
+            }
+        })
+        .expect("cannot start an episode worker thread");
+    tx
+}
+
+/// Compiles the scenes of `tasks` and, with images, renders one probe frame per scene (start-up
+/// checks of executor.md 3.1); runs on the calling thread.
+pub fn probe(assets: &std::path::Path, tasks: &[Task], images: bool) -> Result<(), String> {
+    for task in tasks {
+        let model = assets::load(assets, task.scene_file())?;
+        let mut e = Env::new(*task, &model).map_err(|e| e.0)?;
+        e.reset(0).map_err(|e| e.0)?;
+        if images {
+            let mut cams = Cameras::new(&model).map_err(|e| {
+                format!("offscreen rendering unavailable: {e} (set KINITRO_EXECUTOR_USE_IMAGES=false to run without images)")
+            })?;
+            cams.render(e.sim()).map_err(|e| {
+                format!("offscreen rendering unavailable: {e} (set KINITRO_EXECUTOR_USE_IMAGES=false to run without images)")
+            })?;
+        }
+    }
+    Ok(())
+}
+
+impl Worker {
+    fn handle(&mut self, job: Job) {
+        match job {
+            Job::Reset { id, task, sim_seed, reply } => {
+                let answer = self.reset(id, task, sim_seed);
+                let _ = reply.send(answer);
+            }
+            Job::Step { id, action, observe, reply } => {
+                let answer = self.step(id, action, observe);
+                let _ = reply.send(answer);
+            }
+            Job::End { id } => {
+                if let Some(e) = self.running.remove(&id) {
+                    self.idle.entry(e.task()).or_default().push(e);
+                }
+            }
+        }
+    }
+
+    fn env_for(&mut self, task: Task) -> Result<Env, SimFailure> {
+        if let Some(e) = self.idle.get_mut(&task).and_then(Vec::pop) {
+            return Ok(e);
+        }
+        if !self.models.contains_key(&task) {
+            let model = assets::load(&self.assets, task.scene_file()).map_err(|e| format!("Simulator error: {e}"))?;
+            self.models.insert(task, model);
+        }
+        Env::new(task, &self.models[&task]).map_err(|e| format!("Simulator error: {e}"))
+    }
+
+    fn reset(&mut self, id: u64, task: Task, sim_seed: u64) -> Result<SimAnswer, SimFailure> {
+        let mut e = self.env_for(task)?;
+        let t = Instant::now();
+        let reset = e.reset(sim_seed);
+        let physics = t.elapsed().as_secs_f64();
+        let state = match reset {
+            Ok(s) => s,
+            Err(err) => {
+                self.idle.entry(task).or_default().push(e);
+                return Err(format!("Simulator error: {err}"));
+            }
+        };
+        let (body, render_s, encode_s) = match self.observe(&mut e, &state) {
+            Ok(v) => v,
+            Err(err) => {
+                self.idle.entry(task).or_default().push(e);
+                return Err(err);
+            }
+        };
+        self.running.insert(id, e);
+        Ok(SimAnswer {
+            reward: 0.0,
+            success: false,
+            body: Some(body),
+            timings: [physics, render_s, encode_s],
+        })
+    }
+
+    fn step(&mut self, id: u64, action: [f32; 4], observe: bool) -> Result<SimAnswer, SimFailure> {
+        let mut e = self.running.remove(&id).ok_or_else(|| format!("Executor error: episode {id} is not running"))?;
+        let t = Instant::now();
+        let stepped = e.step(action);
+        let physics = t.elapsed().as_secs_f64();
+        let result = match stepped {
+            Err(err) => Err(format!("Simulator error: {err}")),
+            Ok((state, outcome)) => {
+                let observed = if observe { self.observe(&mut e, &state).map(Some) } else { Ok(None) };
+                observed.map(|o| {
+                    let (body, render_s, encode_s) = o.map_or((None, 0.0, 0.0), |(b, r, c)| (Some(b), r, c));
+                    SimAnswer {
+                        reward: outcome.reward,
+                        success: outcome.success,
+                        body,
+                        timings: [physics, render_s, encode_s],
+                    }
+                })
+            }
+        };
+        self.running.insert(id, e);
+        result
+    }
+
+    /// The `/act` body for the environment's current data: `(body, render s, encode s)`.
+    fn observe(&mut self, e: &mut Env, state: &[f64; STATE_LEN]) -> Result<(bytes::Bytes, f64, f64), SimFailure> {
+        let t = Instant::now();
+        let mut rgb = serde_json::Map::new();
+        if self.options.images {
+            let task = e.task();
+            if !self.cameras.contains_key(&task) {
+                let model = &self.models.get(&task).ok_or("Render error: scene not loaded")?;
+                let cams = Cameras::new(model).map_err(|err| format!("Render error: {err}"))?;
+                self.cameras.insert(task, cams);
+            }
+            let cams = self.cameras.get_mut(&task).expect("inserted above");
+            let images = cams.render(e.sim()).map_err(|err| format!("Render error: {err}"))?;
+            for (name, image) in render::CAMERAS.iter().zip(images) {
+                rgb.insert(
+                    name.to_string(),
+                    json!({
+                        "data": base64::engine::general_purpose::STANDARD.encode(image),
+                        "shape": [render::SIZE, render::SIZE, 3], "dtype": "uint8",
+                    }),
+                );
+            }
+        }
+        let render_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let proprio = e.proprio();
+        let extra = if self.options.privileged_state { json!({ "state": state.to_vec() }) } else { json!({}) };
+        let obs: Value = json!({"obs": {
+            "rgb": rgb, "depth": {}, "proprio": proprio, "cam_intrinsics": {}, "cam_extrinsics": {}, "extra": extra,
+        }});
+        let body = serde_json::to_vec(&obs).map_err(|err| format!("Executor error: {err}"))?;
+        Ok((body.into(), render_s, t.elapsed().as_secs_f64()))
+    }
+}
+
+/// The task configuration of an episode (`/reset` body member).
+pub fn reset_body(task: Task, seed: i64) -> bytes::Bytes {
+    serde_json::to_vec(&json!({ "task_config": env::task_config(task, seed) })).unwrap_or_default().into()
+}
