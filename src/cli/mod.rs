@@ -7,7 +7,8 @@ pub mod crypto;
 pub mod db;
 pub mod env;
 pub mod healthcheck;
-pub mod later;
+pub mod executor;
+pub mod miner;
 pub mod run;
 pub mod scheduler;
 pub mod scoring;
@@ -48,7 +49,7 @@ pub enum Command {
     /// Scheduler only: miners, cycles, scoring, weights
     Scheduler(scheduler::SchedulerArgs),
     /// Remote executor: fetches tasks from the API and runs episodes
-    Executor(later::ExecutorArgs),
+    Executor(executor::ExecutorArgs),
     /// API + scheduler + local executor in one process
     Run(run::RunArgs),
     /// Database administration
@@ -58,7 +59,7 @@ pub enum Command {
     Env(env::EnvCommand),
     /// Reference miner
     #[command(subcommand)]
-    Miner(later::MinerCommand),
+    Miner(miner::MinerCommand),
     /// Keys and commitments
     #[command(subcommand)]
     Crypto(crypto::CryptoCommand),
@@ -147,9 +148,9 @@ pub fn main() -> ExitCode {
         Command::Scoring(cmd) => scoring::execute(cmd),
         Command::Healthcheck(args) => healthcheck::execute(args),
         Command::Scheduler(args) => scheduler::execute(args, cli.log_level, cli.log_format),
-        Command::Executor(args) => later::executor(args),
+        Command::Executor(args) => executor::execute(args, cli.log_level, cli.log_format),
         Command::Env(cmd) => env::env(cmd),
-        Command::Miner(cmd) => later::miner(cmd, cli.log_level, cli.log_format),
+        Command::Miner(cmd) => miner::miner(cmd, cli.log_level, cli.log_format),
         Command::Crypto(cmd) => crypto::execute(cmd),
     };
     match result {

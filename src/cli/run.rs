@@ -1,14 +1,20 @@
 //! `kinitro run`: everything in one process (config.md 3.4).
 //!
-//! This build runs the API and the scheduler (miners file or chain) on the given database or on the
-//! managed local PostgreSQL; the local executor joins them when its issue lands (until then tasks
-//! wait for remote executors), and `--demo` needs it.
+//! The API, the scheduler (miners file or chain) and the local executor (executor.md 4) on the given
+//! database or on the managed local PostgreSQL. `--demo` also starts three reference miners on
+//! loopback (uid 0 expert, 1 random, 2 zero), writes the miners file naming them, and evaluates them.
 
 use clap::Args;
 
 use super::{init_logging, CommandResult, Failure};
 use crate::api::{self, AppState};
+use std::sync::Arc;
+
+use crate::config::miner::{MinerConfig, PolicyKind};
 use crate::config::run::{RunConfig, RunFlags};
+use crate::db::tasks::ClaimFilter;
+use crate::executor::local::LocalQueue;
+use crate::executor::Pools;
 use crate::config::{Env, LogFormat, LogLevel};
 use crate::db::{self, managed};
 
@@ -22,17 +28,17 @@ pub struct RunArgs {
 
 /// Starts the database (managed or given), then the services, until SIGINT/SIGTERM.
 pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>) -> CommandResult {
-    let config = RunConfig::resolve(&args.flags)?;
-    if config.demo {
-        return Err(Failure::runtime(
-            "kinitro run --demo is not available yet in this build: it needs the scheduler, the \
-             executor and the reference miners",
-        ));
-    }
+    let mut config = RunConfig::resolve(&args.flags)?;
     config.api.check_auth()?;
     init_logging(level, format, Some(&Env::from_process(&["KINITRO_RUN_"])))?;
     super::api::log_auth_mode(&config.api);
+    let assets = if config.executor.pools > 0 {
+        Some(super::executor::check_simulation(&config.executor)?)
+    } else {
+        None
+    };
     actix_web::rt::System::new().block_on(async move {
+        let _miners = if config.demo { Some(start_demo_miners(&mut config)?) } else { None };
         let mut cluster = None;
         let url = match &config.database_url {
             Some(url) => url.clone(),
@@ -50,7 +56,7 @@ pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>
                 url
             }
         };
-        let served = serve(&config, &url).await;
+        let served = serve(&config, &url, assets).await;
         if let Some(mut c) = cluster {
             tracing::info!("stopping the managed PostgreSQL");
             tokio::task::spawn_blocking(move || c.stop()).await.map_err(Failure::runtime)?;
@@ -59,21 +65,68 @@ pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>
     })
 }
 
-async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl) -> CommandResult {
+/// The demo's reference miners: (uid, policy, repo).
+const DEMO_MINERS: [(u16, PolicyKind, &str, &str); 3] = [
+    (0, PolicyKind::Expert, "demo/expert", "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"),
+    (1, PolicyKind::Random, "demo/random", "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"),
+    (2, PolicyKind::Zero, "demo/zero", "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y"),
+];
+
+/// Starts the demo miners on free loopback ports and points the scheduler at a miners file
+/// naming them (written into the data directory).
+fn start_demo_miners(config: &mut RunConfig) -> Result<Vec<actix_web::dev::ServerHandle>, Failure> {
+    let mut handles = Vec::new();
+    let mut file = String::from("# Written by kinitro run --demo: the local reference miners.\n");
+    for (uid, policy, repo, hotkey) in DEMO_MINERS {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Failure::runtime)?;
+        let port = listener.local_addr().map_err(Failure::runtime)?.port();
+        let miner = MinerConfig { host: "127.0.0.1".into(), port, policy, seed: u64::from(uid), delay_ms: 0 };
+        let server = crate::miner::server::serve_on(&miner, listener).map_err(Failure::runtime)?;
+        handles.push(server.handle());
+        actix_web::rt::spawn(server);
+        file += &format!(
+            "\n[[miners]]\nuid = {uid}\nhotkey = \"{hotkey}\"\nendpoint = \"http://127.0.0.1:{port}\"\ncommit_block = {}\nrepo = \"{repo}\"\n",
+            100 + u64::from(uid)
+        );
+        println!("demo miner uid {uid} ({repo}) on http://127.0.0.1:{port}");
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(Failure::runtime)?;
+    let path = config.data_dir.join("demo-miners.toml");
+    std::fs::write(&path, file).map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
+    config.scheduler.miners_file = Some(path);
+    Ok(handles)
+}
+
+async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl, assets: Option<std::path::PathBuf>) -> CommandResult {
     let applied = db::prepare(url).await?;
     tracing::info!(applied, target = %url.target(), "database ready");
     let pool = db::pool(url, config.api.db_pool_size)?;
     // One registry for every part of the process (api.md 4.12).
     let metrics = std::sync::Arc::new(api::metrics::Metrics::new());
-    let state = AppState::new(&config.api, pool, metrics.clone());
+    let state = AppState::new(&config.api, pool.clone(), metrics.clone());
     let cache = state.weights_cache.clone();
     let scheduler = super::scheduler::prepare(config.scheduler.clone(), url)
         .await?
         .on_new_weights(std::sync::Arc::new(move || *cache.lock().unwrap() = None))
         .with_metrics(metrics);
     let scheduler = actix_web::rt::spawn(scheduler.run(super::scheduler::shutdown_signal()));
-    if config.executor.pools > 0 {
-        tracing::warn!("the local executor is not in this build yet: tasks wait for remote executors (kinitro executor or upstream executors via the API)");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let local = assets.map(|assets| {
+        let queue = LocalQueue {
+            executor_id: format!("local-{}", hex::encode(rand::random::<[u8; 4]>())),
+            pools: Arc::new(Pools::start(&config.executor, assets)),
+            db: pool.clone(),
+            filter: ClaimFilter {
+                env_ids: config.executor.env_ids.clone(),
+                shard: (config.executor.shard_count > 1)
+                    .then_some((config.executor.shard_index as i32, config.executor.shard_count as i32)),
+            },
+            poll_interval: std::time::Duration::from_secs_f64(config.executor.poll_interval.0.clamp(0.05, 5.0)),
+        };
+        actix_web::rt::spawn(queue.run(stop_rx))
+    });
+    if local.is_none() {
+        tracing::info!("KINITRO_EXECUTOR_POOLS=0: no local executor; tasks wait for remote executors");
     }
     let server = api::serve(&config.api, state).map_err(|e| {
         Failure::runtime(format!(
@@ -95,6 +148,10 @@ async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl) -> CommandR
     // Shutdown order: the scheduler fails its running cycle first, then the API stops; a lost
     // scheduler lock stops the whole process.
     let outcome = scheduler.await.map_err(Failure::runtime)?;
+    let _ = stop_tx.send(true);
+    if let Some(local) = local {
+        let _ = local.await;
+    }
     handle.stop(true).await;
     let _ = server.await;
     outcome.map_err(Failure::runtime)

@@ -80,7 +80,7 @@ impl RunConfig {
             &executor_flags,
             &Env::from_process(&["KINITRO_RUN_", "KINITRO_EXECUTOR_"]),
         )?;
-        Ok(Self {
+        let mut config = Self {
             database_url,
             data_dir: match &flags.data_dir {
                 Some(d) => d.clone(),
@@ -94,6 +94,37 @@ impl RunConfig {
             api,
             scheduler,
             executor,
-        })
+        };
+        if config.demo {
+            config.apply_demo_defaults(flags)?;
+        }
+        Ok(config)
+    }
+
+    /// `--demo` (scheduler.md, issue 7): short cycles of 2 episodes on the first three envs, no
+    /// images, the privileged state for the expert, loopback miners allowed, and no API key needed
+    /// when none is configured — each only where the operator did not set it.
+    fn apply_demo_defaults(&mut self, flags: &RunFlags) -> Result<(), ConfigError> {
+        let scheduler_env = Env::from_process(&["KINITRO_RUN_", "KINITRO_SCHEDULER_"]);
+        let executor_env = Env::from_process(&["KINITRO_RUN_", "KINITRO_EXECUTOR_"]);
+        let unset = |env: &Env, name: &str| -> Result<bool, ConfigError> { Ok(env.get::<String>(name)?.is_none()) };
+        if flags.scheduler.episodes_per_env.is_none() && unset(&scheduler_env, "EPISODES_PER_ENV")? {
+            self.scheduler.episodes_per_env = 2;
+        }
+        if flags.scheduler.eval_interval.is_none() && unset(&scheduler_env, "EVAL_INTERVAL_SECONDS")? {
+            self.scheduler.eval_interval_seconds = 300;
+        }
+        if self.scheduler.env_ids.is_none() && self.scheduler.env_families.is_none() {
+            self.scheduler.env_ids = Some(kinitro_actors::envs::ENV_IDS[..3].iter().map(|s| s.to_string()).collect());
+        }
+        if unset(&executor_env, "USE_IMAGES")? {
+            self.executor.use_images = false;
+        }
+        self.executor.privileged_state = true;
+        self.executor.allow_private_endpoints = true;
+        if self.api.api_keys.is_empty() {
+            self.api.auth_disabled = true;
+        }
+        Ok(())
     }
 }

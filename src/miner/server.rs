@@ -98,6 +98,11 @@ async fn health(shared: web::Data<Shared>) -> HttpResponse {
 
 /// Binds and starts the server; the returned future runs until SIGINT/SIGTERM.
 pub fn serve(config: &MinerConfig) -> std::io::Result<actix_web::dev::Server> {
+    serve_on(config, std::net::TcpListener::bind((config.host.as_str(), config.port))?)
+}
+
+/// Starts the server on a bound listener (the demo binds port 0 first).
+pub fn serve_on(config: &MinerConfig, listener: std::net::TcpListener) -> std::io::Result<actix_web::dev::Server> {
     let shared = web::Data::new(Shared {
         policy: Mutex::new(Policy::new(config.policy, config.seed)),
         episodes: Mutex::default(),
@@ -112,6 +117,6 @@ pub fn serve(config: &MinerConfig) -> std::io::Result<actix_web::dev::Server> {
             .route("/act", web::post().to(act))
             .route("/health", web::get().to(health))
     })
-    .bind((config.host.as_str(), config.port))?
+    .listen(listener)?
     .run())
 }

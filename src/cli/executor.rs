@@ -1,0 +1,50 @@
+//! `kinitro executor`: the remote executor (executor.md 3).
+
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::{init_logging, CommandResult, Failure};
+use crate::config::executor::{EvalMode, ExecutorConfig, ExecutorFlags};
+use crate::config::{Env, LogFormat, LogLevel};
+use crate::executor::{self, Pools};
+
+/// `kinitro executor` options.
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// Executor flags.
+    #[command(flatten)]
+    pub flags: ExecutorFlags,
+}
+
+/// Start-up checks shared with the local executor of `kinitro run`: assets, scenes, rendering.
+pub fn check_simulation(config: &ExecutorConfig) -> Result<std::path::PathBuf, Failure> {
+    let assets = crate::config::metaworld_assets_dir()?;
+    crate::sim::assets::check(&assets).map_err(Failure::runtime)?;
+    executor::worker::probe(&assets, &executor::served_tasks(config), config.use_images).map_err(Failure::runtime)?;
+    if config.privileged_state {
+        tracing::warn!("KINITRO_EXECUTOR_PRIVILEGED_STATE is on: observations reveal object and goal positions (reference policies only)");
+    }
+    if config.allow_private_endpoints {
+        tracing::warn!("KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS is on: the miner address guard is off");
+    }
+    Ok(assets)
+}
+
+/// Runs the remote executor until SIGINT/SIGTERM.
+pub fn execute(args: ExecutorArgs, level: Option<LogLevel>, format: Option<LogFormat>) -> CommandResult {
+    let env = Env::from_process(&["KINITRO_EXECUTOR_"]);
+    let config = ExecutorConfig::resolve(&args.flags, &env)?;
+    if config.eval_mode == EvalMode::Docker {
+        return Err(Failure::runtime("eval mode 'docker' is not available in this build"));
+    }
+    init_logging(level, format, Some(&env))?;
+    let assets = check_simulation(&config)?;
+    actix_web::rt::System::new().block_on(async move {
+        let pools = Arc::new(Pools::start(&config, assets));
+        tracing::info!(event = "executor_started", id = %config.executor_id, mode = "remote", pools = config.pools,
+            slots = pools.slots(), env_ids = ?executor::served_tasks(&config).iter().map(|t| t.env_id()).collect::<Vec<_>>(),
+            shard_index = config.shard_index, shard_count = config.shard_count, api = %config.api_url, "executor started");
+        executor::remote::run(config, pools, super::scheduler::shutdown_signal()).await.map_err(Failure::runtime)
+    })
+}
