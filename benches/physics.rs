@@ -1,25 +1,46 @@
-//! The physics baseline of issue 5: the bare loop an environment step is measured against —
-//! 5 × mj_step + mj_rnePostConstraint + mj_forward on MetaWorld's pick-place scene.
+//! Issue 5's speed targets, each next to its baseline in the same run:
+//! - `physics/bare_step/*`: 5 × mj_step + mj_rnePostConstraint + mj_forward on the scene (baseline);
+//!   `physics/env_step/*`: the environment's whole step (action, physics, state, reward, success).
+//! - `render/bare/*`: a bare mujoco-rs render loop of both cameras at 84×84, shadows and MSAA off;
+//!   `render/cameras/*`: the environment's camera pair (same settings, plus the row flip).
+//! - `reset/*`: one environment reset per task (reach, push and pick-place use the cached hand reset).
 //!
 //! Run: `./deploy/setup.sh && cargo bench --bench physics`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-fn bench(c: &mut Criterion) {
+use criterion::{criterion_group, criterion_main, Criterion};
+use kinitro::sim::env::Env;
+use kinitro::sim::task::Task;
+use kinitro::sim::{assets, render};
+use mujoco_rs::renderer::MjRenderer;
+use mujoco_rs::wrappers::mj_visualization::MjvCamera;
+
+fn model(task: Task) -> mujoco_rs::prelude::MjModel {
     let dir = kinitro::config::metaworld_assets_dir().expect("assets dir");
+    assets::load(&dir, task.scene_file()).expect("run deploy/setup.sh")
+}
+
+/// A moving hand with a toggling gripper, so contacts and the weld are exercised.
+fn action(i: u64) -> [f32; 4] {
+    let t = (i % 100) as f32 / 50.0 - 1.0;
+    [0.3 * t, -0.3 * t, 0.2, if i % 200 < 100 { 1.0 } else { -1.0 }]
+}
+
+fn physics(c: &mut Criterion) {
     let mut group = c.benchmark_group("physics");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3));
-    for (name, file) in [
-        ("pick-place", "sawyer_xyz/sawyer_pick_place_v3.xml"),
-        ("reach", "sawyer_xyz/sawyer_reach_v3.xml"),
-    ] {
-        let model = kinitro::sim::assets::load(&dir, file).expect("run deploy/setup.sh");
-        let mut data = model.make_data();
+    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    for task in [Task::PickPlace, Task::Reach, Task::Push] {
+        let name = task.env_id().trim_start_matches("metaworld/");
+        let m = model(task);
+        let mut env = Env::new(task, &m).unwrap();
+        env.reset(1).unwrap();
+        // The bare loop runs on the environment's own (edited) model and state.
+        let mut bare = Env::new(task, &m).unwrap();
+        bare.reset(1).unwrap();
         group.bench_function(format!("bare_step/{name}"), |b| {
             b.iter(|| {
+                let data = bare.sim().data();
                 for _ in 0..5 {
                     data.step();
                 }
@@ -27,9 +48,77 @@ fn bench(c: &mut Criterion) {
                 data.forward();
             })
         });
+        group.bench_function(format!("env_step/{name}"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for i in 0..iters {
+                    if env.steps() == kinitro::sim::env::MAX_STEPS {
+                        env.reset(i).unwrap(); // not timed: resets are measured below
+                    }
+                    let t = Instant::now();
+                    let out = env.step(action(i)).unwrap();
+                    spent += t.elapsed();
+                    criterion::black_box(out);
+                }
+                spent
+            })
+        });
     }
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn rendering(c: &mut Criterion) {
+    let mut group = c.benchmark_group("render");
+    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    let task = Task::PickPlace;
+    let m = model(task);
+    let mut env = Env::new(task, &m).unwrap();
+    env.reset(1).unwrap();
+    let Ok(mut cams) = render::Cameras::new(&m) else {
+        eprintln!("no EGL device: render benches skipped");
+        return;
+    };
+    // Bare loop: the same settings applied by hand, both cameras, no flip.
+    let mut tuned = m.clone();
+    // SAFETY: visual settings of a private copy.
+    let vis = unsafe { &mut tuned.ffi_mut().vis };
+    vis.quality.shadowsize = 0;
+    vis.quality.offsamples = 0;
+    vis.global.offwidth = 84;
+    vis.global.offheight = 84;
+    let ids = render::CAMERAS.map(|c| tuned.name_to_id(mujoco_rs::prelude::MjtObjBase::mjOBJ_CAMERA, c).unwrap());
+    let mut bare = MjRenderer::builder().width(84).height(84).build(&tuned).unwrap();
+    group.bench_function("bare/pick-place", |b| {
+        b.iter(|| {
+            for id in ids {
+                bare.set_camera(MjvCamera::new_fixed(id));
+                bare.sync_data(env.sim().data()).unwrap();
+                bare.render().unwrap();
+                criterion::black_box(bare.rgb_flat());
+            }
+        })
+    });
+    group.bench_function("cameras/pick-place", |b| b.iter(|| criterion::black_box(cams.render(env.sim()).unwrap())));
+    group.finish();
+}
+
+fn resets(c: &mut Criterion) {
+    let mut group = c.benchmark_group("reset");
+    group.sample_size(10).measurement_time(Duration::from_secs(2));
+    for task in Task::ALL {
+        let m = model(task);
+        let mut env = Env::new(task, &m).unwrap();
+        env.reset(0).unwrap();
+        let mut seed = 0;
+        group.bench_function(task.env_id().trim_start_matches("metaworld/"), |b| {
+            b.iter(|| {
+                seed += 1;
+                env.reset(seed).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, physics, rendering, resets);
 criterion_main!(benches);

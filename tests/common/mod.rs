@@ -229,7 +229,12 @@ pub struct ApiProcess {
 impl ApiProcess {
     /// Starts `kinitro api` on `url` with `env`, waiting until /v1/status answers.
     pub fn start(url: &DatabaseUrl, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::start_on(url, env, free_port())
+    }
+
+    /// As [`ApiProcess::start`], on a given port (to restart an API where clients expect it).
+    #[allow(dead_code)]
+    pub fn start_on(url: &DatabaseUrl, env: &[(&str, &str)], port: u16) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinitro"));
         cmd.args([
             "api",

@@ -1,0 +1,287 @@
+//! The remote executor end to end on loopback (executor.md, miner-protocol.md): a real PostgreSQL,
+//! the real API, real `kinitro miner serve` processes, misbehaving miners, a killed executor and an
+//! API restart.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, fresh_database, wait_http_ok, ApiProcess};
+use diesel::sql_types::{Nullable, Text};
+use diesel::QueryableByName;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use kinitro::config::DatabaseUrl;
+use serde_json::Value;
+
+const KEY: &str = "executor-test-key";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn miner(policy: &str) -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
+        .args(["miner", "serve", "--policy", policy, "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_http_ok(port, "/health", 30));
+    (Proc(child), format!("http://127.0.0.1:{port}"))
+}
+
+fn executor(api_port: u16, id: &str, spool: &std::path::Path, max_steps: &str) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
+        .args(["executor", "--api-url", &format!("http://127.0.0.1:{api_port}"), "--executor-id", id])
+        .env("KINITRO_EXECUTOR_API_KEY", KEY)
+        .env("KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS", "true")
+        .env("KINITRO_EXECUTOR_PRIVILEGED_STATE", "true")
+        .env("KINITRO_EXECUTOR_USE_IMAGES", "false")
+        .env("KINITRO_EXECUTOR_MAX_TIMESTEPS", max_steps)
+        .env("KINITRO_EXECUTOR_POOLS", "2")
+        .env("KINITRO_EXECUTOR_EPISODES_PER_POOL", "8")
+        .env("KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS", "0.2")
+        .env("KINITRO_EXECUTOR_SPOOL_DIR", spool)
+        .env("KINITRO_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// A hand-written HTTP server for miners that break the protocol; the first path segment picks
+/// the behaviour (`/slow/act`, `/garbage/act`, …). Every answer closes its connection.
+fn bad_miners() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_bad(stream));
+        }
+    });
+    base
+}
+
+fn serve_bad(mut s: std::net::TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let (head, body_len) = loop {
+        let Ok(n) = s.read(&mut chunk) else { return };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                .unwrap_or(0);
+            break (head, end + 4 + len);
+        }
+    };
+    while buf.len() < body_len {
+        let Ok(n) = s.read(&mut chunk) else { return };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let kind = path.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+    let is_reset = path.ends_with("/reset");
+    let ok = |s: &mut std::net::TcpStream, body: &str| {
+        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    };
+    if is_reset && kind != "redirect" {
+        return ok(&mut s, r#"{"status":"ok"}"#);
+    }
+    match kind.as_str() {
+        "redirect" => {
+            let _ = write!(s, "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+        "slow" => {
+            std::thread::sleep(Duration::from_millis(1500));
+            ok(&mut s, r#"{"action":{}}"#);
+        }
+        "garbage" => ok(&mut s, "this is not json"),
+        "nan" => ok(&mut s, r#"{"action":{"continuous":{"ee_twist":[NaN,0,0]}}}"#),
+        "noaction" => ok(&mut s, r#"{"status":"thinking"}"#),
+        "badaction" => ok(&mut s, r#"{"action":{"continuous":{"ee_twist":[0,0,0,0,0,0,0]}}}"#),
+        "huge" => ok(&mut s, &format!(r#"{{"action":{{}},"pad":"{}"}}"#, "x".repeat(2 * 1024 * 1024))),
+        "error" => {
+            let body = r#"{"detail":"policy crashed"}"#;
+            let _ = write!(s, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+        _ => {} // "disconnect": close without an answer
+    }
+}
+
+#[derive(QueryableByName, Debug)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    task_uuid: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    result: Option<String>,
+}
+
+async fn rows(url: &DatabaseUrl) -> Vec<Row> {
+    let mut conn = kinitro::db::connect(url).await.unwrap();
+    diesel::sql_query("SELECT task_uuid, status, result::text AS result FROM task_pool ORDER BY id")
+        .load(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn add_tasks(url: &DatabaseUrl, tasks: &[(&str, &str, &str, i64)]) {
+    let mut conn = kinitro::db::connect(url).await.unwrap();
+    let mut sql = String::from(
+        "INSERT INTO evaluation_cycles (block_number, env_ids, episodes_per_env, registry_source) \
+         SELECT 1, '[]', 1, 'file' WHERE NOT EXISTS (SELECT 1 FROM evaluation_cycles);",
+    );
+    for (uuid, endpoint, env, sim_seed) in tasks {
+        sql += &format!(
+            "INSERT INTO task_pool (task_uuid, cycle_id, miner_uid, miner_hotkey, miner_endpoint, env_id, seed, sim_seed) \
+             VALUES ('{uuid}', 1, 0, 'hk', '{endpoint}', '{env}', 7, {sim_seed});"
+        );
+    }
+    conn.batch_execute(&sql).await.unwrap();
+}
+
+async fn wait_terminal(url: &DatabaseUrl, secs: u64) -> Vec<Row> {
+    let start = Instant::now();
+    loop {
+        let r = rows(url).await;
+        if r.iter().all(|r| r.status == "completed" || r.status == "failed") || start.elapsed().as_secs() > secs {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn result(r: &Row) -> Value {
+    serde_json::from_str(r.result.as_deref().unwrap_or("null")).unwrap()
+}
+
+#[actix_web::test]
+async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
+    let url = fresh_database().await;
+    let (_expert, expert) = miner("expert");
+    let (_random, random) = miner("random");
+    let bad = bad_miners();
+    let uuid = |i: usize| format!("00000000-0000-4000-8000-{i:012}");
+    let mut tasks = vec![];
+    // Four identical expert episodes (same sim seed) among others: interleaving changes nothing.
+    for i in 0..4 {
+        tasks.push((uuid(i), expert.clone(), "metaworld/reach-v3", 42));
+    }
+    tasks.push((uuid(4), random.clone(), "metaworld/reach-v3", 43));
+    let broken = [
+        ("slow", "Miner action timeout at step 0"),
+        ("garbage", "Miner action failed at step 0: response is not valid JSON"),
+        ("nan", "Miner action failed at step 0: response is not valid JSON"),
+        ("noaction", "Miner returned no action at step 0"),
+        ("badaction", "Miner action failed at step 0: invalid action: continuous.ee_twist must have 3 to 6 numbers, got 7"),
+        ("huge", "Miner action failed at step 0: response too large (limit 1048576 bytes)"),
+        ("error", "Miner action failed at step 0: HTTP 500: {\"detail\":\"policy crashed\"}"),
+        ("redirect", "Miner reset failed: redirect not allowed (HTTP 302)"),
+        ("disconnect", "Miner action failed at step 0: connection error"),
+    ];
+    for (i, (kind, _)) in broken.iter().enumerate() {
+        tasks.push((uuid(10 + i), format!("{bad}/{kind}"), "metaworld/reach-v3", 44));
+    }
+    tasks.push((uuid(30), "http://127.0.0.1:1".into(), "metaworld/reach-v3", 45));
+    let refs: Vec<(&str, &str, &str, i64)> = tasks.iter().map(|(u, e, env, s)| (u.as_str(), e.as_str(), *env, *s)).collect();
+    add_tasks(&url, &refs).await;
+    let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
+    let spool = tempfile::tempdir().unwrap();
+    let _ex = executor(api.port, "ex-a", spool.path(), "150");
+    let rows = wait_terminal(&url, 120).await;
+    let by_uuid = |u: &str| rows.iter().find(|r| r.task_uuid == u).unwrap();
+
+    let expert_results: Vec<Value> = (0..4).map(|i| result(by_uuid(&uuid(i)))).collect();
+    for r in &expert_results {
+        assert_eq!(r["success"], true, "expert episode: {r}");
+        assert_eq!(r["timesteps"], 150);
+        assert!(r["action_time_mean"].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        expert_results.iter().all(|r| r["total_reward"] == expert_results[0]["total_reward"]),
+        "same sim seed, different returns when interleaved: {expert_results:?}"
+    );
+    let r = result(by_uuid(&uuid(4)));
+    assert_eq!((r["success"].as_bool(), r["timesteps"].as_u64()), (Some(false), Some(150)), "random: {r}");
+    for (i, (kind, error)) in broken.iter().enumerate() {
+        let row = by_uuid(&uuid(10 + i));
+        let r = result(row);
+        let got = r["error"].as_str().unwrap_or_default();
+        assert!(got.starts_with(error), "{kind}: got {got:?}, expected {error:?}");
+        assert_eq!((row.status.as_str(), r["failure_kind"].as_str()), ("failed", Some("miner")), "{kind}: {r}");
+    }
+    let r = result(by_uuid(&uuid(30)));
+    assert!(r["error"].as_str().unwrap().starts_with("Miner reset failed: connection error"), "{r}");
+}
+
+#[actix_web::test]
+async fn a_killed_executor_and_an_api_restart_lose_nothing() {
+    let url = fresh_database().await;
+    let (_expert, expert) = miner("expert");
+    let uuids: Vec<String> = (0..24).map(|i| format!("10000000-0000-4000-8000-{i:012}")).collect();
+    let tasks: Vec<(&str, &str, &str, i64)> =
+        uuids.iter().enumerate().map(|(i, u)| (u.as_str(), expert.as_str(), "metaworld/push-v3", i as i64)).collect();
+    add_tasks(&url, &tasks).await;
+    let api_port = free_port();
+    let api = ApiProcess::start_on(&url, &[("KINITRO_API_API_KEY", KEY)], api_port);
+    let spool = tempfile::tempdir().unwrap();
+
+    // Executor A claims a batch and is killed mid-episode.
+    let mut a = executor(api_port, "ex-killed", spool.path(), "500");
+    let start = Instant::now();
+    while !rows(&url).await.iter().any(|r| r.status == "assigned") {
+        assert!(start.elapsed().as_secs() < 60, "executor A never claimed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.0.kill().unwrap();
+    let _ = a.0.wait();
+    let orphaned = rows(&url).await.iter().filter(|r| r.status == "assigned").count();
+    assert!(orphaned > 0);
+    // The stale reaper returns its tasks to the pool.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut conn = kinitro::db::connect(&url).await.unwrap();
+    kinitro::db::tasks::reap_stale(&mut conn, 1.0).await.unwrap();
+
+    // Executor B runs everything, while the API goes away and comes back.
+    let _b = executor(api_port, "ex-b", spool.path(), "500");
+    while rows(&url).await.iter().all(|r| r.status != "completed") {
+        assert!(start.elapsed().as_secs() < 120, "executor B completes nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(api);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _api = ApiProcess::start_on(&url, &[("KINITRO_API_API_KEY", KEY)], api_port);
+    let rows = wait_terminal(&url, 240).await;
+    for r in &rows {
+        let v = result(r);
+        assert_eq!((r.status.as_str(), v["success"].as_bool()), ("completed", Some(true)), "{}: {v}", r.task_uuid);
+    }
+    let mut conn = kinitro::db::connect(&url).await.unwrap();
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let n: Vec<N> = diesel::sql_query("SELECT count(*) AS n FROM task_pool WHERE attempts > 2").load(&mut conn).await.unwrap();
+    assert_eq!(n[0].n, 0, "no task ran more than twice");
+}
