@@ -8,9 +8,8 @@
 //! own path instead of inheriting the first clone's.
 
 fn main() {
-    let lib = std::env::var("MUJOCO_DYNAMIC_LINK_DIR").unwrap_or_else(|_| {
-        format!("{}/third_party/mujoco/lib", env!("CARGO_MANIFEST_DIR"))
-    });
+    let lib = std::env::var("MUJOCO_DYNAMIC_LINK_DIR")
+        .unwrap_or_else(|_| format!("{}/third_party/mujoco/lib", env!("CARGO_MANIFEST_DIR")));
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/../lib/kinitro");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     println!("cargo:rerun-if-env-changed=MUJOCO_DYNAMIC_LINK_DIR");

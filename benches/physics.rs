@@ -24,12 +24,19 @@ fn model(task: Task) -> mujoco_rs::prelude::MjModel {
 /// A moving hand with a toggling gripper, so contacts and the weld are exercised.
 fn action(i: u64) -> [f32; 4] {
     let t = (i % 100) as f32 / 50.0 - 1.0;
-    [0.3 * t, -0.3 * t, 0.2, if i % 200 < 100 { 1.0 } else { -1.0 }]
+    [
+        0.3 * t,
+        -0.3 * t,
+        0.2,
+        if i % 200 < 100 { 1.0 } else { -1.0 },
+    ]
 }
 
 fn physics(c: &mut Criterion) {
     let mut group = c.benchmark_group("physics");
-    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3));
     for task in [Task::PickPlace, Task::Reach, Task::Push] {
         let name = task.env_id().trim_start_matches("metaworld/");
         let m = model(task);
@@ -58,7 +65,7 @@ fn physics(c: &mut Criterion) {
                     let t = Instant::now();
                     let out = env.step(action(i)).unwrap();
                     spent += t.elapsed();
-                    criterion::black_box(out);
+                    std::hint::black_box(out);
                 }
                 spent
             })
@@ -69,7 +76,9 @@ fn physics(c: &mut Criterion) {
 
 fn rendering(c: &mut Criterion) {
     let mut group = c.benchmark_group("render");
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     let task = Task::PickPlace;
     let m = model(task);
     let mut env = Env::new(task, &m).unwrap();
@@ -86,25 +95,37 @@ fn rendering(c: &mut Criterion) {
     vis.quality.offsamples = 0;
     vis.global.offwidth = 84;
     vis.global.offheight = 84;
-    let ids = render::CAMERAS.map(|c| tuned.name_to_id(mujoco_rs::prelude::MjtObjBase::mjOBJ_CAMERA, c).unwrap());
-    let mut bare = MjRenderer::builder().width(84).height(84).build(&tuned).unwrap();
+    let ids = render::CAMERAS.map(|c| {
+        tuned
+            .name_to_id(mujoco_rs::prelude::MjtObjBase::mjOBJ_CAMERA, c)
+            .unwrap()
+    });
+    let mut bare = MjRenderer::builder()
+        .width(84)
+        .height(84)
+        .build(&tuned)
+        .unwrap();
     group.bench_function("bare/pick-place", |b| {
         b.iter(|| {
             for id in ids {
                 bare.set_camera(MjvCamera::new_fixed(id));
                 bare.sync_data(env.sim().data()).unwrap();
                 bare.render().unwrap();
-                criterion::black_box(bare.rgb_flat());
+                std::hint::black_box(bare.rgb_flat());
             }
         })
     });
-    group.bench_function("cameras/pick-place", |b| b.iter(|| criterion::black_box(cams.render(env.sim()).unwrap())));
+    group.bench_function("cameras/pick-place", |b| {
+        b.iter(|| std::hint::black_box(cams.render(env.sim()).unwrap()))
+    });
     group.finish();
 }
 
 fn resets(c: &mut Criterion) {
     let mut group = c.benchmark_group("reset");
-    group.sample_size(10).measurement_time(Duration::from_secs(2));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(2));
     for task in Task::ALL {
         let m = model(task);
         let mut env = Env::new(task, &m).unwrap();

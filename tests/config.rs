@@ -97,12 +97,26 @@ fn every_command_group_is_in_the_help() {
 fn executor_start_up_errors() {
     let o = kinitro(&["executor", "--eval-mode", "docker"], &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stderr(&o).trim(), "error: eval mode 'docker' is not available in this build");
-    let o = kinitro(&["executor"], &[("KINITRO_METAWORLD_ASSETS_DIR", "/nonexistent/assets")]);
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: eval mode 'docker' is not available in this build"
+    );
+    let o = kinitro(
+        &["executor"],
+        &[("KINITRO_METAWORLD_ASSETS_DIR", "/nonexistent/assets")],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("MetaWorld assets not found at /nonexistent/assets: run deploy/setup.sh"), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("MetaWorld assets not found at /nonexistent/assets: run deploy/setup.sh"),
+        "{}",
+        stderr(&o)
+    );
     let o = kinitro(&["env", "test", "metaworld/nope-v3"], &[]);
-    assert_eq!((o.status.code(), stderr(&o).trim()), (Some(2), "error: Unknown environment: metaworld/nope-v3"));
+    assert_eq!(
+        (o.status.code(), stderr(&o).trim()),
+        (Some(2), "error: Unknown environment: metaworld/nope-v3")
+    );
 }
 
 #[test]
@@ -113,9 +127,16 @@ fn list_flags_take_json_or_commas() {
         "metaworld/reach-v3,metaworld/push-v3",
     ] {
         // Parsed fine: the run stops later, at the (absent) assets.
-        let o = kinitro(&["executor", "--env-ids", list], &[("KINITRO_METAWORLD_ASSETS_DIR", "/nonexistent")]);
+        let o = kinitro(
+            &["executor", "--env-ids", list],
+            &[("KINITRO_METAWORLD_ASSETS_DIR", "/nonexistent")],
+        );
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-        assert!(stderr(&o).contains("MetaWorld assets not found"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("MetaWorld assets not found"),
+            "{}",
+            stderr(&o)
+        );
     }
     let o = kinitro(&["env", "build", "metaworld", "--push"], &[]);
     assert_eq!(o.status.code(), Some(2));
@@ -179,6 +200,12 @@ fn env_build_compiles_every_scene_then_says_what_is_missing() {
     );
     assert!(out.contains("sawyer_xyz/sawyer_pick_place_v3.xml") && out.contains("mocap 1"));
     assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
-    assert_eq!(out.lines().filter(|l| l.contains(" ok ") && l.contains("reset")).count(), 8, "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains(" ok ") && l.contains("reset"))
+            .count(),
+        8,
+        "{out}"
+    );
     assert!(out.contains("render corner+corner2"), "{out}");
 }

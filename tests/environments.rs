@@ -31,7 +31,10 @@ fn env(task: Task) -> Env {
 }
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/metaworld/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/metaworld/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
@@ -42,7 +45,9 @@ fn success_rate(task: Task, kind: PolicyKind, n: u64) -> f64 {
     let successes = (0..n)
         .filter(|seed| {
             run_episode(&mut e, *seed, 500, |_, state| {
-                let a = policy.act(Some(task), Some(state)).map_err(|e| SimError(format!("{e:?}")))?;
+                let a = policy
+                    .act(Some(task), Some(state))
+                    .map_err(|e| SimError(format!("{e:?}")))?;
                 Ok(Action::from_json(&a).map_err(SimError)?.native())
             })
             .unwrap()
@@ -81,26 +86,53 @@ rates! {
 #[test]
 fn golden_pick_place_replay() {
     let g = fixture("golden_pick_place_v3_mt1seed0_task0_expert.json");
-    let nums = |v: &Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let nums = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
     let mut e = env(Task::PickPlace);
-    let reset = e.reset_with(EpisodeDraw::nominal(nums(&g["rand_vec"]))).unwrap();
+    let reset = e
+        .reset_with(EpisodeDraw::nominal(nums(&g["rand_vec"])))
+        .unwrap();
     let expected = nums(&g["reset_obs"]);
     for i in (0..7).chain(36..39) {
-        assert!((reset[i] - expected[i]).abs() < 1e-3, "reset slot {i}: {} vs {}", reset[i], expected[i]);
+        assert!(
+            (reset[i] - expected[i]).abs() < 1e-3,
+            "reset slot {i}: {} vs {}",
+            reset[i],
+            expected[i]
+        );
     }
-    let recorded_first = g["success"].as_array().unwrap().iter().position(|s| s.as_f64() == Some(1.0)).unwrap() + 1;
+    let recorded_first = g["success"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s.as_f64() == Some(1.0))
+        .unwrap()
+        + 1;
     let mut first = None;
     for (step, a) in g["actions"].as_array().unwrap().iter().enumerate() {
         let a = nums(a);
-        let (_, outcome) = e.step([a[0] as f32, a[1] as f32, a[2] as f32, a[3] as f32]).unwrap();
+        let (_, outcome) = e
+            .step([a[0] as f32, a[1] as f32, a[2] as f32, a[3] as f32])
+            .unwrap();
         if outcome.success && first.is_none() {
             first = Some(step + 1);
         }
         assert_eq!(outcome.truncated, step == 499);
     }
     let first = first.expect("the replay never succeeds");
-    assert!(first.abs_diff(recorded_first) <= 3, "first success at step {first}, recorded {recorded_first}");
-    assert!(e.step([0.0; 4]).is_err(), "stepping after 500 steps is an error");
+    assert!(
+        first.abs_diff(recorded_first) <= 3,
+        "first success at step {first}, recorded {recorded_first}"
+    );
+    assert!(
+        e.step([0.0; 4]).is_err(),
+        "stepping after 500 steps is an error"
+    );
 }
 
 /// A whole episode's states with a fixed action pattern.
@@ -120,8 +152,15 @@ fn same_sim_seed_is_bit_identical_and_episodes_never_leak() {
         let a = trajectory(&mut e, 11);
         let b = trajectory(&mut e, 12);
         let a_again = trajectory(&mut e, 11);
-        assert_eq!(a, a_again, "{task:?}: an episode depends on the one before it");
-        assert_ne!(a[0][36..], b[0][36..], "{task:?}: different sim seeds, same goal");
+        assert_eq!(
+            a, a_again,
+            "{task:?}: an episode depends on the one before it"
+        );
+        assert_ne!(
+            a[0][36..],
+            b[0][36..],
+            "{task:?}: different sim seeds, same goal"
+        );
         let fresh = trajectory(&mut env(task), 11);
         assert_eq!(a, fresh, "{task:?}: a reused env differs from a fresh one");
         assert_ne!(e.draw().friction_scale, 1.0);
@@ -147,7 +186,10 @@ fn placement_is_applied_to_the_scene() {
         let mut e = env(Task::PickPlace);
         let s = e.reset(seed).unwrap();
         let v = &EpisodeDraw::new(Task::PickPlace, seed).placement;
-        assert!((s[4] - v[0]).abs() < 1e-9 && (s[5] - v[1]).abs() < 1e-9, "object at its drawn place");
+        assert!(
+            (s[4] - v[0]).abs() < 1e-9 && (s[5] - v[1]).abs() < 1e-9,
+            "object at its drawn place"
+        );
         assert_eq!(s[36..], v[3..], "goal slots are the drawn goal");
         let mut d = env(Task::DoorOpen);
         let s = d.reset(seed).unwrap();
@@ -160,26 +202,45 @@ fn placement_is_applied_to_the_scene() {
 fn malformed_native_actions_never_corrupt_the_state() {
     let mut e = env(Task::Push);
     e.reset(1).unwrap();
-    for a in [[f32::NAN, 0.0, 0.0, 0.0], [f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30], [0.0; 4]] {
+    for a in [
+        [f32::NAN, 0.0, 0.0, 0.0],
+        [f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30],
+        [0.0; 4],
+    ] {
         let (s, outcome) = e.step(a).unwrap();
         assert!(s.iter().all(|v| v.is_finite()) && outcome.reward.is_finite());
-        assert!(s[0].abs() <= 0.525 && s[1] >= 0.348, "hand stays in its box");
+        assert!(
+            s[0].abs() <= 0.525 && s[1] >= 0.348,
+            "hand stays in its box"
+        );
     }
 }
 
 #[test]
 fn mt1_task_vectors_are_reproduced() {
     let vecs = fixture("mt1_seed0_task_rand_vecs.json");
-    for (name, task) in [("reach-v3", Task::Reach), ("push-v3", Task::Push), ("pick-place-v3", Task::PickPlace)] {
+    for (name, task) in [
+        ("reach-v3", Task::Reach),
+        ("push-v3", Task::Push),
+        ("pick-place-v3", Task::PickPlace),
+    ] {
         let mut rng = SimRng::from_genrand(0);
         for (i, expected) in vecs[name].as_array().unwrap().iter().enumerate() {
             rng.placement(task);
             let v = rng.placement(task);
-            let expected: Vec<f64> = expected.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            let expected: Vec<f64> = expected
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
             // Bit-identical in most vectors; some differ in the last bit (≤ 3e-17), where NumPy's
             // compiled arithmetic rounds differently. A wrong stream or order is off by far more.
             for (a, b) in v.iter().zip(&expected) {
-                assert!((a - b).abs() <= 1e-16, "{name} vector {i}: {v:?} vs {expected:?}");
+                assert!(
+                    (a - b).abs() <= 1e-16,
+                    "{name} vector {i}: {v:?} vs {expected:?}"
+                );
             }
         }
     }
@@ -195,16 +256,24 @@ fn rendered_images_are_upright_and_per_episode() {
     let n = render::SIZE * render::SIZE * 3;
     assert_eq!((corner.len(), corner2.len()), (n, n));
     let distinct: std::collections::HashSet<&[u8]> = corner.chunks(3).collect();
-    assert!(distinct.len() > 50, "image is blank ({} colours)", distinct.len());
+    assert!(
+        distinct.len() > 50,
+        "image is blank ({} colours)",
+        distinct.len()
+    );
     assert_ne!(corner, corner2);
 
     // The red goal sphere appears where the camera projection puts it, rows flipped.
     let sim = e.sim();
     let goal = sim.site_xpos(sim.id(kinitro::sim::mj::Obj::mjOBJ_SITE, "goal").unwrap());
-    let cam_id = sim.id(kinitro::sim::mj::Obj::mjOBJ_CAMERA, "corner").unwrap();
+    let cam_id = sim
+        .id(kinitro::sim::mj::Obj::mjOBJ_CAMERA, "corner")
+        .unwrap();
     let (pos, r, fovy) = sim.camera(cam_id);
     let d = [goal[0] - pos[0], goal[1] - pos[1], goal[2] - pos[2]];
-    let c: Vec<f64> = (0..3).map(|j| (0..3).map(|i| r[3 * i + j] * d[i]).sum()).collect();
+    let c: Vec<f64> = (0..3)
+        .map(|j| (0..3).map(|i| r[3 * i + j] * d[i]).sum())
+        .collect();
     let h = render::SIZE as f64;
     let f = (h / 2.0) / (fovy.to_radians() / 2.0).tan();
     let (u, v) = (h / 2.0 + f * c[0] / -c[2], h / 2.0 - f * c[1] / -c[2]);
@@ -223,7 +292,11 @@ fn rendered_images_are_upright_and_per_episode() {
     assert!(!changed.is_empty(), "the goal is not visible");
     let row = changed.iter().map(|p| p.0).sum::<f64>() / changed.len() as f64;
     let col = changed.iter().map(|p| p.1).sum::<f64>() / changed.len() as f64;
-    assert!((row - (h - 1.0 - v)).abs() <= 2.0, "goal at row {row}, expected {}", h - 1.0 - v);
+    assert!(
+        (row - (h - 1.0 - v)).abs() <= 2.0,
+        "goal at row {row}, expected {}",
+        h - 1.0 - v
+    );
     assert!((col - u).abs() <= 2.0, "goal at column {col}, expected {u}");
 
     // Another sim seed moves the goal: the image differs.

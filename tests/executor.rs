@@ -30,7 +30,14 @@ impl Drop for Proc {
 fn miner(policy: &str) -> (Proc, String) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
-        .args(["miner", "serve", "--policy", policy, "--port", &port.to_string()])
+        .args([
+            "miner",
+            "serve",
+            "--policy",
+            policy,
+            "--port",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -41,7 +48,13 @@ fn miner(policy: &str) -> (Proc, String) {
 
 fn executor(api_port: u16, id: &str, spool: &std::path::Path, max_steps: &str) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
-        .args(["executor", "--api-url", &format!("http://127.0.0.1:{api_port}"), "--executor-id", id])
+        .args([
+            "executor",
+            "--api-url",
+            &format!("http://127.0.0.1:{api_port}"),
+            "--executor-id",
+            id,
+        ])
         .env("KINITRO_EXECUTOR_API_KEY", KEY)
         .env("KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS", "true")
         .env("KINITRO_EXECUTOR_PRIVILEGED_STATE", "true")
@@ -85,7 +98,11 @@ fn serve_bad(mut s: std::net::TcpStream) {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
                 .unwrap_or(0);
             break (head, end + 4 + len);
         }
@@ -98,7 +115,12 @@ fn serve_bad(mut s: std::net::TcpStream) {
         buf.extend_from_slice(&chunk[..n]);
     }
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let kind = path.trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+    let kind = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
     let is_reset = path.ends_with("/reset");
     let ok = |s: &mut std::net::TcpStream, body: &str| {
         let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
@@ -115,10 +137,22 @@ fn serve_bad(mut s: std::net::TcpStream) {
             ok(&mut s, r#"{"action":{}}"#);
         }
         "garbage" => ok(&mut s, "this is not json"),
-        "nan" => ok(&mut s, r#"{"action":{"continuous":{"ee_twist":[NaN,0,0]}}}"#),
+        "nan" => ok(
+            &mut s,
+            r#"{"action":{"continuous":{"ee_twist":[NaN,0,0]}}}"#,
+        ),
         "noaction" => ok(&mut s, r#"{"status":"thinking"}"#),
-        "badaction" => ok(&mut s, r#"{"action":{"continuous":{"ee_twist":[0,0,0,0,0,0,0]}}}"#),
-        "huge" => ok(&mut s, &format!(r#"{{"action":{{}},"pad":"{}"}}"#, "x".repeat(2 * 1024 * 1024))),
+        "badaction" => ok(
+            &mut s,
+            r#"{"action":{"continuous":{"ee_twist":[0,0,0,0,0,0,0]}}}"#,
+        ),
+        "huge" => ok(
+            &mut s,
+            &format!(
+                r#"{{"action":{{}},"pad":"{}"}}"#,
+                "x".repeat(2 * 1024 * 1024)
+            ),
+        ),
         "error" => {
             let body = r#"{"detail":"policy crashed"}"#;
             let _ = write!(s, "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
@@ -164,7 +198,10 @@ async fn wait_terminal(url: &DatabaseUrl, secs: u64) -> Vec<Row> {
     let start = Instant::now();
     loop {
         let r = rows(url).await;
-        if r.iter().all(|r| r.status == "completed" || r.status == "failed") || start.elapsed().as_secs() > secs {
+        if r.iter()
+            .all(|r| r.status == "completed" || r.status == "failed")
+            || start.elapsed().as_secs() > secs
+        {
             return r;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -200,10 +237,23 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
         ("disconnect", "Miner action failed at step 0: connection error"),
     ];
     for (i, (kind, _)) in broken.iter().enumerate() {
-        tasks.push((uuid(10 + i), format!("{bad}/{kind}"), "metaworld/reach-v3", 44));
+        tasks.push((
+            uuid(10 + i),
+            format!("{bad}/{kind}"),
+            "metaworld/reach-v3",
+            44,
+        ));
     }
-    tasks.push((uuid(30), "http://127.0.0.1:1".into(), "metaworld/reach-v3", 45));
-    let refs: Vec<(&str, &str, &str, i64)> = tasks.iter().map(|(u, e, env, s)| (u.as_str(), e.as_str(), *env, *s)).collect();
+    tasks.push((
+        uuid(30),
+        "http://127.0.0.1:1".into(),
+        "metaworld/reach-v3",
+        45,
+    ));
+    let refs: Vec<(&str, &str, &str, i64)> = tasks
+        .iter()
+        .map(|(u, e, env, s)| (u.as_str(), e.as_str(), *env, *s))
+        .collect();
     add_tasks(&url, &refs).await;
     let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
     let spool = tempfile::tempdir().unwrap();
@@ -218,29 +268,53 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
         assert!(r["action_time_mean"].as_f64().unwrap() > 0.0);
     }
     assert!(
-        expert_results.iter().all(|r| r["total_reward"] == expert_results[0]["total_reward"]),
+        expert_results
+            .iter()
+            .all(|r| r["total_reward"] == expert_results[0]["total_reward"]),
         "same sim seed, different returns when interleaved: {expert_results:?}"
     );
     let r = result(by_uuid(&uuid(4)));
-    assert_eq!((r["success"].as_bool(), r["timesteps"].as_u64()), (Some(false), Some(150)), "random: {r}");
+    assert_eq!(
+        (r["success"].as_bool(), r["timesteps"].as_u64()),
+        (Some(false), Some(150)),
+        "random: {r}"
+    );
     for (i, (kind, error)) in broken.iter().enumerate() {
         let row = by_uuid(&uuid(10 + i));
         let r = result(row);
         let got = r["error"].as_str().unwrap_or_default();
-        assert!(got.starts_with(error), "{kind}: got {got:?}, expected {error:?}");
-        assert_eq!((row.status.as_str(), r["failure_kind"].as_str()), ("failed", Some("miner")), "{kind}: {r}");
+        assert!(
+            got.starts_with(error),
+            "{kind}: got {got:?}, expected {error:?}"
+        );
+        assert_eq!(
+            (row.status.as_str(), r["failure_kind"].as_str()),
+            ("failed", Some("miner")),
+            "{kind}: {r}"
+        );
     }
     let r = result(by_uuid(&uuid(30)));
-    assert!(r["error"].as_str().unwrap().starts_with("Miner reset failed: connection error"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Miner reset failed: connection error"),
+        "{r}"
+    );
 }
 
 #[actix_web::test]
 async fn a_killed_executor_and_an_api_restart_lose_nothing() {
     let url = fresh_database().await;
     let (_expert, expert) = miner("expert");
-    let uuids: Vec<String> = (0..24).map(|i| format!("10000000-0000-4000-8000-{i:012}")).collect();
-    let tasks: Vec<(&str, &str, &str, i64)> =
-        uuids.iter().enumerate().map(|(i, u)| (u.as_str(), expert.as_str(), "metaworld/push-v3", i as i64)).collect();
+    let uuids: Vec<String> = (0..24)
+        .map(|i| format!("10000000-0000-4000-8000-{i:012}"))
+        .collect();
+    let tasks: Vec<(&str, &str, &str, i64)> = uuids
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.as_str(), expert.as_str(), "metaworld/push-v3", i as i64))
+        .collect();
     add_tasks(&url, &tasks).await;
     let api_port = free_port();
     let api = ApiProcess::start_on(&url, &[("KINITRO_API_API_KEY", KEY)], api_port);
@@ -255,17 +329,26 @@ async fn a_killed_executor_and_an_api_restart_lose_nothing() {
     }
     a.0.kill().unwrap();
     let _ = a.0.wait();
-    let orphaned = rows(&url).await.iter().filter(|r| r.status == "assigned").count();
+    let orphaned = rows(&url)
+        .await
+        .iter()
+        .filter(|r| r.status == "assigned")
+        .count();
     assert!(orphaned > 0);
     // The stale reaper returns its tasks to the pool.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut conn = kinitro::db::connect(&url).await.unwrap();
-    kinitro::db::tasks::reap_stale(&mut conn, 1.0).await.unwrap();
+    kinitro::db::tasks::reap_stale(&mut conn, 1.0)
+        .await
+        .unwrap();
 
     // Executor B runs everything, while the API goes away and comes back.
     let _b = executor(api_port, "ex-b", spool.path(), "500");
     while rows(&url).await.iter().all(|r| r.status != "completed") {
-        assert!(start.elapsed().as_secs() < 120, "executor B completes nothing");
+        assert!(
+            start.elapsed().as_secs() < 120,
+            "executor B completes nothing"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(api);
@@ -274,7 +357,12 @@ async fn a_killed_executor_and_an_api_restart_lose_nothing() {
     let rows = wait_terminal(&url, 240).await;
     for r in &rows {
         let v = result(r);
-        assert_eq!((r.status.as_str(), v["success"].as_bool()), ("completed", Some(true)), "{}: {v}", r.task_uuid);
+        assert_eq!(
+            (r.status.as_str(), v["success"].as_bool()),
+            ("completed", Some(true)),
+            "{}: {v}",
+            r.task_uuid
+        );
     }
     let mut conn = kinitro::db::connect(&url).await.unwrap();
     #[derive(QueryableByName)]
@@ -282,6 +370,9 @@ async fn a_killed_executor_and_an_api_restart_lose_nothing() {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let n: Vec<N> = diesel::sql_query("SELECT count(*) AS n FROM task_pool WHERE attempts > 2").load(&mut conn).await.unwrap();
+    let n: Vec<N> = diesel::sql_query("SELECT count(*) AS n FROM task_pool WHERE attempts > 2")
+        .load(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(n[0].n, 0, "no task ran more than twice");
 }

@@ -118,7 +118,13 @@ fn expert_needs_the_privileged_state_and_delays_are_applied() {
     // The expert steers towards the goal of the episode named by X-Kinitro-Episode.
     let reset = |episode: &str, env_id: &str| {
         let body = json!({"task_config": {"env_id": env_id, "env_name": "metaworld", "seed": 1, "task_id": 1}});
-        let r = http(m.port, "POST", "/reset", &[("X-Kinitro-Episode", episode)], Some(&body.to_string()));
+        let r = http(
+            m.port,
+            "POST",
+            "/reset",
+            &[("X-Kinitro-Episode", episode)],
+            Some(&body.to_string()),
+        );
         assert_eq!(r.status, 200, "{}", r.body);
     };
     reset("a", "metaworld/reach-v3");
@@ -129,11 +135,20 @@ fn expert_needs_the_privileged_state_and_delays_are_applied() {
     with_state["extra"] = json!({ "state": state });
     let act = |episode: &str| {
         let body = json!({ "obs": with_state }).to_string();
-        let r = http(m.port, "POST", "/act", &[("X-Kinitro-Episode", episode)], Some(&body));
+        let r = http(
+            m.port,
+            "POST",
+            "/act",
+            &[("X-Kinitro-Episode", episode)],
+            Some(&body),
+        );
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()["action"].clone()
     };
     // reach: 5 · (goal − hand); door-open: a different controller with the grip closed.
-    assert_eq!(act("a")["continuous"]["ee_twist"], json!([0.5, 4.0, 1.0, 0.0, 0.0, 0.0]));
+    assert_eq!(
+        act("a")["continuous"]["ee_twist"],
+        json!([0.5, 4.0, 1.0, 0.0, 0.0, 0.0])
+    );
     assert_eq!(act("b")["continuous"]["gripper"], json!([1.0]));
 }

@@ -145,10 +145,20 @@ async fn managed_cluster_lifecycle() {
 
 #[test]
 fn demo_completes_a_cycle_in_which_the_expert_earns_the_most() {
-    let tmp = tempfile::Builder::new().prefix("kinitro-demo-").tempdir_in("/tmp").unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("kinitro-demo-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
-        .args(["run", "--demo", "--data-dir", tmp.path().to_str().unwrap(), "--port", &port.to_string()])
+        .args([
+            "run",
+            "--demo",
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
         .env("KINITRO_LOG_FORMAT", "text")
         .env("KINITRO_SCHEDULER_EPISODES_PER_ENV", "1")
         .env("KINITRO_EXECUTOR_MAX_TIMESTEPS", "150")
@@ -156,26 +166,45 @@ fn demo_completes_a_cycle_in_which_the_expert_earns_the_most() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_http_ok(port, "/health", 60), "API did not become healthy");
+    assert!(
+        wait_http_ok(port, "/health", 60),
+        "API did not become healthy"
+    );
     let start = std::time::Instant::now();
     let weights = loop {
         let (status, body) = http_get(port, "/v1/weights/latest").unwrap();
         if status == 200 {
             break serde_json::from_str::<serde_json::Value>(&body).unwrap();
         }
-        assert!(start.elapsed().as_secs() < 180, "no weights after 180 s: {body}");
+        assert!(
+            start.elapsed().as_secs() < 180,
+            "no weights after 180 s: {body}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
     let w = |uid: &str| weights["weights"][uid].as_f64().unwrap();
-    assert!(w("0") > w("1") && w("0") > w("2"), "expert (uid 0) must earn the most: {weights}");
+    assert!(
+        w("0") > w("1") && w("0") > w("2"),
+        "expert (uid 0) must earn the most: {weights}"
+    );
     let (_, miners) = http_get(port, "/v1/miners").unwrap();
     for repo in ["demo/expert", "demo/random", "demo/zero"] {
-        assert!(miners.contains(repo), "{repo} missing from /v1/miners: {miners}");
+        assert!(
+            miners.contains(repo),
+            "{repo} missing from /v1/miners: {miners}"
+        );
     }
     let mut child = child;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(child.wait().unwrap().success());
-    assert!(out.contains("demo miner uid 0 (demo/expert)") && out.contains("/v1/weights/latest"), "{out}");
+    assert!(
+        out.contains("demo miner uid 0 (demo/expert)") && out.contains("/v1/weights/latest"),
+        "{out}"
+    );
 }

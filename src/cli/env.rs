@@ -125,11 +125,24 @@ fn list(json: bool) -> CommandResult {
     if json {
         println!("{}", Value::Array(rows));
     } else {
-        println!("{:<28} {:<10} {:<24} {:<44} assets", "env id", "family", "task", "scene file");
+        println!(
+            "{:<28} {:<10} {:<24} {:<44} assets",
+            "env id", "family", "task", "scene file"
+        );
         for r in &rows {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
-            let present = if r["assets_present"] == true { "present" } else { "missing" };
-            println!("{:<28} {:<10} {:<24} {:<44} {present}", s("env_id"), s("family"), s("task"), s("scene_file"));
+            let present = if r["assets_present"] == true {
+                "present"
+            } else {
+                "missing"
+            };
+            println!(
+                "{:<28} {:<10} {:<24} {:<44} {present}",
+                s("env_id"),
+                s("family"),
+                s("task"),
+                s("scene_file")
+            );
         }
         println!("assets directory: {}", assets.display());
     }
@@ -143,7 +156,12 @@ fn build(dir: &Path, render_check: bool) -> CommandResult {
     for s in &scenes {
         println!(
             "{:<44} nq {:>3} nv {:>3} bodies {:>3} mocap {} compiled in {:.1} ms",
-            s.file, s.nq, s.nv, s.nbody, s.nmocap, s.compile.as_secs_f64() * 1e3
+            s.file,
+            s.nq,
+            s.nv,
+            s.nbody,
+            s.nmocap,
+            s.compile.as_secs_f64() * 1e3
         );
     }
     let mut failures = 0;
@@ -157,7 +175,9 @@ fn build(dir: &Path, render_check: bool) -> CommandResult {
         }
     }
     if failures > 0 {
-        return Err(Failure::runtime(format!("{failures} environment(s) failed the build check")));
+        return Err(Failure::runtime(format!(
+            "{failures} environment(s) failed the build check"
+        )));
     }
     println!("all {} environments ready", Task::ALL.len());
     Ok(())
@@ -177,10 +197,16 @@ fn check_env(dir: &Path, task: Task, render_check: bool) -> Result<String, Strin
         let mut cams = render::Cameras::new(&model)?;
         let t = Instant::now();
         let images = cams.render(env.sim()).map_err(|e| format!("render: {e}"))?;
-        if images.iter().any(|i| i.len() != render::SIZE * render::SIZE * 3) {
+        if images
+            .iter()
+            .any(|i| i.len() != render::SIZE * render::SIZE * 3)
+        {
             return Err("render: wrong image size".into());
         }
-        line += &format!(", render corner+corner2 {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        line += &format!(
+            ", render corner+corner2 {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
     Ok(line)
 }
@@ -204,7 +230,8 @@ fn write_json(path: &Path, v: &Value) -> Result<(), Failure> {
 
 /// `env test`: episodes in-process with a reference policy, episode `i` with sim seed `seed + i`.
 fn test(env_id: &str, o: &TestOptions) -> CommandResult {
-    let task = Task::from_env_id(env_id).ok_or_else(|| Failure::usage(format!("Unknown environment: {env_id}")))?;
+    let task = Task::from_env_id(env_id)
+        .ok_or_else(|| Failure::usage(format!("Unknown environment: {env_id}")))?;
     if o.save_images && o.record_dir.is_none() {
         return Err(Failure::usage("--save-images needs --record-dir"));
     }
@@ -218,16 +245,23 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
         None
     };
     if let Some(root) = &o.record_dir {
-        std::fs::create_dir_all(root).map_err(|e| Failure::runtime(format!("cannot create {}: {e}", root.display())))?;
-        write_json(&root.join("metadata.json"), &json!({
-            "env_id": env_id, "policy": format!("{:?}", o.policy).to_lowercase(), "episodes": o.episodes,
-            "seed": o.seed, "max_steps": o.max_steps, "images": o.images, "mujoco": "3.17.0",
-        }))?;
+        std::fs::create_dir_all(root)
+            .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", root.display())))?;
+        write_json(
+            &root.join("metadata.json"),
+            &json!({
+                "env_id": env_id, "policy": format!("{:?}", o.policy).to_lowercase(), "episodes": o.episodes,
+                "seed": o.seed, "max_steps": o.max_steps, "images": o.images, "mujoco": "3.17.0",
+            }),
+        )?;
     }
     let mut policy = Policy::new(o.policy, o.seed);
     let mut reports: Vec<(EpisodeReport, Option<f64>)> = Vec::new();
     if !o.json {
-        println!("{:>6} {:>8} {:>6} {:>9} {:>6} {:>12} {:>10}", "seed", "success", "first", "return", "steps", "steps/s", "render ms");
+        println!(
+            "{:>6} {:>8} {:>6} {:>9} {:>6} {:>12} {:>10}",
+            "seed", "success", "first", "return", "steps", "steps/s", "render ms"
+        );
     }
     for i in 0..o.episodes {
         let sim_seed = o.seed + u64::from(i);
@@ -246,7 +280,9 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
             // The images a miner would get with this observation.
             if let Some(cams) = cams.as_mut() {
                 let t = Instant::now();
-                let images = cams.render(env.sim()).map_err(|e| SimError(format!("render: {e}")))?;
+                let images = cams
+                    .render(env.sim())
+                    .map_err(|e| SimError(format!("render: {e}")))?;
                 render_ms += t.elapsed().as_secs_f64() * 1e3;
                 renders += 1;
                 if let (true, Some(d)) = (o.save_images, &episode_dir) {
@@ -270,19 +306,29 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
         let render_ms = (renders > 0).then(|| render_ms / f64::from(renders));
         if let Some(d) = &episode_dir {
             let draw = env.draw();
-            write_json(&d.join("task.json"), &json!({
-                "env_id": env_id, "sim_seed": sim_seed, "placement": draw.placement,
-                "friction_scale": draw.friction_scale, "damping_scale": draw.damping_scale,
-            }))?;
+            write_json(
+                &d.join("task.json"),
+                &json!({
+                    "env_id": env_id, "sim_seed": sim_seed, "placement": draw.placement,
+                    "friction_scale": draw.friction_scale, "damping_scale": draw.damping_scale,
+                }),
+            )?;
             write_json(&d.join("result.json"), &episode_json(&report, render_ms))?;
         }
         if !o.json {
-            let first = report.first_success_step.map_or("none".to_string(), |s| s.to_string());
+            let first = report
+                .first_success_step
+                .map_or("none".to_string(), |s| s.to_string());
             let render = render_ms.map_or("-".to_string(), |m| format!("{m:.2}"));
             println!(
                 "{:>6} {:>8} {:>6} {:>9.2} {:>6} {:>12.0} {:>10}",
-                sim_seed, report.success, first, report.total_reward, report.steps,
-                steps_per_second(&report), render
+                sim_seed,
+                report.success,
+                first,
+                report.total_reward,
+                report.steps,
+                steps_per_second(&report),
+                render
             );
         }
         reports.push((report, render_ms));
@@ -303,8 +349,13 @@ fn episode_json(r: &EpisodeReport, render_ms: Option<f64>) -> Value {
 }
 
 fn save_png(path: &Path, rgb: &[u8]) -> Result<(), String> {
-    let file = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), render::SIZE as u32, render::SIZE as u32);
+    let file =
+        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut encoder = png::Encoder::new(
+        std::io::BufWriter::new(file),
+        render::SIZE as u32,
+        render::SIZE as u32,
+    );
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
     encoder
@@ -314,10 +365,18 @@ fn save_png(path: &Path, rgb: &[u8]) -> Result<(), String> {
 }
 
 /// Prints the summary (and with `--json` one JSON object as the last line).
-fn summary(env_id: &str, o: &TestOptions, reports: &[(EpisodeReport, Option<f64>)]) -> CommandResult {
+fn summary(
+    env_id: &str,
+    o: &TestOptions,
+    reports: &[(EpisodeReport, Option<f64>)],
+) -> CommandResult {
     let n = reports.len().max(1) as f64;
     let successes = reports.iter().filter(|(r, _)| r.success).count();
-    let firsts: Vec<f64> = reports.iter().filter_map(|(r, _)| r.first_success_step).map(f64::from).collect();
+    let firsts: Vec<f64> = reports
+        .iter()
+        .filter_map(|(r, _)| r.first_success_step)
+        .map(f64::from)
+        .collect();
     let steps: u32 = reports.iter().map(|(r, _)| r.steps).sum();
     let time: f64 = reports.iter().map(|(r, _)| r.sim_time.as_secs_f64()).sum();
     let renders: Vec<f64> = reports.iter().filter_map(|(_, m)| *m).collect();

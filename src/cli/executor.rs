@@ -21,22 +21,31 @@ pub struct ExecutorArgs {
 pub fn check_simulation(config: &ExecutorConfig) -> Result<std::path::PathBuf, Failure> {
     let assets = crate::config::metaworld_assets_dir()?;
     crate::sim::assets::check(&assets).map_err(Failure::runtime)?;
-    executor::worker::probe(&assets, &executor::served_tasks(config), config.use_images).map_err(Failure::runtime)?;
+    executor::worker::probe(&assets, &executor::served_tasks(config), config.use_images)
+        .map_err(Failure::runtime)?;
     if config.privileged_state {
         tracing::warn!("KINITRO_EXECUTOR_PRIVILEGED_STATE is on: observations reveal object and goal positions (reference policies only)");
     }
     if config.allow_private_endpoints {
-        tracing::warn!("KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS is on: the miner address guard is off");
+        tracing::warn!(
+            "KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS is on: the miner address guard is off"
+        );
     }
     Ok(assets)
 }
 
 /// Runs the remote executor until SIGINT/SIGTERM.
-pub fn execute(args: ExecutorArgs, level: Option<LogLevel>, format: Option<LogFormat>) -> CommandResult {
+pub fn execute(
+    args: ExecutorArgs,
+    level: Option<LogLevel>,
+    format: Option<LogFormat>,
+) -> CommandResult {
     let env = Env::from_process(&["KINITRO_EXECUTOR_"]);
     let config = ExecutorConfig::resolve(&args.flags, &env)?;
     if config.eval_mode == EvalMode::Docker {
-        return Err(Failure::runtime("eval mode 'docker' is not available in this build"));
+        return Err(Failure::runtime(
+            "eval mode 'docker' is not available in this build",
+        ));
     }
     init_logging(level, format, Some(&env))?;
     let assets = check_simulation(&config)?;

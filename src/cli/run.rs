@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use crate::config::miner::{MinerConfig, PolicyKind};
 use crate::config::run::{RunConfig, RunFlags};
+use crate::config::{Env, LogFormat, LogLevel};
 use crate::db::tasks::ClaimFilter;
+use crate::db::{self, managed};
 use crate::executor::local::LocalQueue;
 use crate::executor::Pools;
-use crate::config::{Env, LogFormat, LogLevel};
-use crate::db::{self, managed};
 
 /// `kinitro run` options.
 #[derive(Debug, Args)]
@@ -67,9 +67,24 @@ pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>
 
 /// The demo's reference miners: (uid, policy, repo).
 const DEMO_MINERS: [(u16, PolicyKind, &str, &str); 3] = [
-    (0, PolicyKind::Expert, "demo/expert", "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"),
-    (1, PolicyKind::Random, "demo/random", "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"),
-    (2, PolicyKind::Zero, "demo/zero", "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y"),
+    (
+        0,
+        PolicyKind::Expert,
+        "demo/expert",
+        "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+    ),
+    (
+        1,
+        PolicyKind::Random,
+        "demo/random",
+        "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",
+    ),
+    (
+        2,
+        PolicyKind::Zero,
+        "demo/zero",
+        "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y",
+    ),
 ];
 
 /// Starts the demo miners on free loopback ports and points the scheduler at a miners file
@@ -80,7 +95,13 @@ fn start_demo_miners(config: &mut RunConfig) -> Result<Vec<actix_web::dev::Serve
     for (uid, policy, repo, hotkey) in DEMO_MINERS {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Failure::runtime)?;
         let port = listener.local_addr().map_err(Failure::runtime)?.port();
-        let miner = MinerConfig { host: "127.0.0.1".into(), port, policy, seed: u64::from(uid), delay_ms: 0 };
+        let miner = MinerConfig {
+            host: "127.0.0.1".into(),
+            port,
+            policy,
+            seed: u64::from(uid),
+            delay_ms: 0,
+        };
         let server = crate::miner::server::serve_on(&miner, listener).map_err(Failure::runtime)?;
         handles.push(server.handle());
         actix_web::rt::spawn(server);
@@ -92,12 +113,17 @@ fn start_demo_miners(config: &mut RunConfig) -> Result<Vec<actix_web::dev::Serve
     }
     std::fs::create_dir_all(&config.data_dir).map_err(Failure::runtime)?;
     let path = config.data_dir.join("demo-miners.toml");
-    std::fs::write(&path, file).map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
+    std::fs::write(&path, file)
+        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?;
     config.scheduler.miners_file = Some(path);
     Ok(handles)
 }
 
-async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl, assets: Option<std::path::PathBuf>) -> CommandResult {
+async fn serve(
+    config: &RunConfig,
+    url: &crate::config::DatabaseUrl,
+    assets: Option<std::path::PathBuf>,
+) -> CommandResult {
     let applied = db::prepare(url).await?;
     tracing::info!(applied, target = %url.target(), "database ready");
     let pool = db::pool(url, config.api.db_pool_size)?;
@@ -118,15 +144,21 @@ async fn serve(config: &RunConfig, url: &crate::config::DatabaseUrl, assets: Opt
             db: pool.clone(),
             filter: ClaimFilter {
                 env_ids: config.executor.env_ids.clone(),
-                shard: (config.executor.shard_count > 1)
-                    .then_some((config.executor.shard_index as i32, config.executor.shard_count as i32)),
+                shard: (config.executor.shard_count > 1).then_some((
+                    config.executor.shard_index as i32,
+                    config.executor.shard_count as i32,
+                )),
             },
-            poll_interval: std::time::Duration::from_secs_f64(config.executor.poll_interval.0.clamp(0.05, 5.0)),
+            poll_interval: std::time::Duration::from_secs_f64(
+                config.executor.poll_interval.0.clamp(0.05, 5.0),
+            ),
         };
         actix_web::rt::spawn(queue.run(stop_rx))
     });
     if local.is_none() {
-        tracing::info!("KINITRO_EXECUTOR_POOLS=0: no local executor; tasks wait for remote executors");
+        tracing::info!(
+            "KINITRO_EXECUTOR_POOLS=0: no local executor; tasks wait for remote executors"
+        );
     }
     let server = api::serve(&config.api, state).map_err(|e| {
         Failure::runtime(format!(

@@ -107,15 +107,25 @@ impl RunConfig {
     fn apply_demo_defaults(&mut self, flags: &RunFlags) -> Result<(), ConfigError> {
         let scheduler_env = Env::from_process(&["KINITRO_RUN_", "KINITRO_SCHEDULER_"]);
         let executor_env = Env::from_process(&["KINITRO_RUN_", "KINITRO_EXECUTOR_"]);
-        let unset = |env: &Env, name: &str| -> Result<bool, ConfigError> { Ok(env.get::<String>(name)?.is_none()) };
-        if flags.scheduler.episodes_per_env.is_none() && unset(&scheduler_env, "EPISODES_PER_ENV")? {
+        let unset = |env: &Env, name: &str| -> Result<bool, ConfigError> {
+            Ok(env.get::<String>(name)?.is_none())
+        };
+        if flags.scheduler.episodes_per_env.is_none() && unset(&scheduler_env, "EPISODES_PER_ENV")?
+        {
             self.scheduler.episodes_per_env = 2;
         }
-        if flags.scheduler.eval_interval.is_none() && unset(&scheduler_env, "EVAL_INTERVAL_SECONDS")? {
+        if flags.scheduler.eval_interval.is_none()
+            && unset(&scheduler_env, "EVAL_INTERVAL_SECONDS")?
+        {
             self.scheduler.eval_interval_seconds = 300;
         }
         if self.scheduler.env_ids.is_none() && self.scheduler.env_families.is_none() {
-            self.scheduler.env_ids = Some(kinitro_actors::envs::ENV_IDS[..3].iter().map(|s| s.to_string()).collect());
+            self.scheduler.env_ids = Some(
+                kinitro_actors::envs::ENV_IDS[..3]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            );
         }
         if unset(&executor_env, "USE_IMAGES")? {
             self.executor.use_images = false;

@@ -71,7 +71,8 @@ impl Progress {
             timesteps: self.timesteps,
             error,
             failure_kind,
-            action_time_mean: (!secs.is_empty()).then(|| secs.iter().sum::<f64>() / secs.len() as f64),
+            action_time_mean: (!secs.is_empty())
+                .then(|| secs.iter().sum::<f64>() / secs.len() as f64),
             action_time_max: secs.iter().copied().reduce(f64::max),
             verification_passed: None,
             verification_score: None,
@@ -87,10 +88,14 @@ fn miner_fault(e: String) -> (String, FailureKind) {
     (e, FailureKind::Miner)
 }
 
-async fn ask(worker: &mpsc::Sender<Job>, job: impl FnOnce(oneshot::Sender<Result<SimAnswer, String>>) -> Job)
-    -> Result<SimAnswer, (String, FailureKind)> {
+async fn ask(
+    worker: &mpsc::Sender<Job>,
+    job: impl FnOnce(oneshot::Sender<Result<SimAnswer, String>>) -> Job,
+) -> Result<SimAnswer, (String, FailureKind)> {
     let (tx, rx) = oneshot::channel();
-    worker.send(job(tx)).map_err(|_| infra("Executor error: the episode worker stopped"))?;
+    worker
+        .send(job(tx))
+        .map_err(|_| infra("Executor error: the episode worker stopped"))?;
     rx.await
         .map_err(|_| infra("Executor error: the episode worker stopped"))?
         .map_err(infra)
@@ -127,18 +132,31 @@ async fn drive(
     stop: &watch::Receiver<bool>,
     p: &mut Progress,
 ) -> Result<(), (String, FailureKind)> {
-    let kind = Task::from_env_id(&task.env_id).ok_or_else(|| infra(format!("Unknown environment: {}", task.env_id)))?;
+    let kind = Task::from_env_id(&task.env_id)
+        .ok_or_else(|| infra(format!("Unknown environment: {}", task.env_id)))?;
     guard::check_endpoint(&task.miner_endpoint, limits.allow_private_endpoints)
         .await
         .map_err(miner_fault)?;
     let started = Instant::now();
     let budget = Duration::from_secs_f64(limits.eval_timeout);
-    let rt = miner::reset(client, &task.miner_endpoint, &task.task_uuid, reset_body(kind, task.seed), limits.reset_timeout)
-        .await
-        .map_err(miner_fault)?;
+    let rt = miner::reset(
+        client,
+        &task.miner_endpoint,
+        &task.task_uuid,
+        reset_body(kind, task.seed),
+        limits.reset_timeout,
+    )
+    .await
+    .map_err(miner_fault)?;
     p.miner_time += rt;
     let sim_seed = task.sim_seed;
-    let mut answer = ask(worker, |reply| Job::Reset { id, task: kind, sim_seed, reply }).await?;
+    let mut answer = ask(worker, |reply| Job::Reset {
+        id,
+        task: kind,
+        sim_seed,
+        reply,
+    })
+    .await?;
     let steps = limits.max_timesteps.min(MAX_STEPS);
     for t in 0..steps {
         if *stop.borrow() {
@@ -147,7 +165,10 @@ async fn drive(
         if started.elapsed() >= budget {
             return Err(over_budget(limits.eval_timeout, p, t));
         }
-        let body = answer.body.take().ok_or_else(|| infra("Executor error: missing observation"))?;
+        let body = answer
+            .body
+            .take()
+            .ok_or_else(|| infra("Executor error: missing observation"))?;
         let (action, rt) = miner::act(
             client,
             &task.miner_endpoint,
@@ -163,7 +184,13 @@ async fn drive(
         p.miner_time += rt;
         let native = action.native();
         let observe = t + 1 < steps;
-        answer = ask(worker, |reply| Job::Step { id, action: native, observe, reply }).await?;
+        answer = ask(worker, |reply| Job::Step {
+            id,
+            action: native,
+            observe,
+            reply,
+        })
+        .await?;
         p.timesteps = t + 1;
         p.total_reward += answer.reward;
         p.success |= answer.success;
@@ -174,7 +201,10 @@ async fn drive(
 /// executor.md 5.3: whose fault an exhausted episode budget is.
 fn over_budget(budget: f64, p: &Progress, t: u32) -> (String, FailureKind) {
     if p.miner_time.as_secs_f64() >= 0.5 * budget {
-        miner_fault(format!("Miner too slow: episode budget of {}s exhausted at step {t}", fmt_budget(budget)))
+        miner_fault(format!(
+            "Miner too slow: episode budget of {}s exhausted at step {t}",
+            fmt_budget(budget)
+        ))
     } else {
         infra(format!("Evaluation timeout after {}s", fmt_budget(budget)))
     }

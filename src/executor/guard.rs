@@ -59,16 +59,23 @@ pub async fn check_endpoint(endpoint: &str, allow_private: bool) -> Result<(), S
     if allow_private {
         return Ok(());
     }
-    let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string();
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
     let port = url.port_or_known_default().unwrap_or(443);
     let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
-        Err(_) => tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
-            .await
-            .map_err(|_| format!("Miner endpoint refused: cannot resolve {host}: timeout"))?
-            .map_err(|e| format!("Miner endpoint refused: cannot resolve {host}: {e}"))?
-            .map(|a| a.ip())
-            .collect(),
+        Err(_) => tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            tokio::net::lookup_host((host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| format!("Miner endpoint refused: cannot resolve {host}: timeout"))?
+        .map_err(|e| format!("Miner endpoint refused: cannot resolve {host}: {e}"))?
+        .map(|a| a.ip())
+        .collect(),
     };
     if let Some(bad) = addrs.iter().find(|ip| !public(**ip)) {
         if bad.is_loopback() {
@@ -82,7 +89,9 @@ pub async fn check_endpoint(endpoint: &str, allow_private: bool) -> Result<(), S
         ));
     }
     if addrs.is_empty() {
-        return Err(format!("Miner endpoint refused: cannot resolve {host}: no address"));
+        return Err(format!(
+            "Miner endpoint refused: cannot resolve {host}: no address"
+        ));
     }
     Ok(())
 }
@@ -94,25 +103,62 @@ mod tests {
     #[test]
     fn ranges() {
         for bad in [
-            "0.1.2.3", "10.0.0.1", "100.64.0.1", "127.0.0.1", "169.254.1.1", "172.16.0.1", "172.31.255.255",
-            "192.0.0.5", "192.0.2.1", "192.168.1.1", "198.18.0.1", "198.51.100.7", "203.0.113.9", "224.0.0.1",
-            "255.255.255.255", "::", "::1", "fc00::1", "fe80::1", "ff02::1", "2001:db8::1", "100::1",
-            "::ffff:127.0.0.1", "64:ff9b::a00:1",
+            "0.1.2.3",
+            "10.0.0.1",
+            "100.64.0.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.5",
+            "192.0.2.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fc00::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "100::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
         ] {
             assert!(!public(bad.parse().unwrap()), "{bad} must be refused");
         }
-        for good in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for good in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             assert!(public(good.parse().unwrap()), "{good} is public");
         }
     }
 
     #[actix_web::test]
     async fn endpoint_checks() {
-        let e = check_endpoint("http://127.0.0.1:9/", false).await.unwrap_err();
-        assert_eq!(e, "Miner endpoint refused: 127.0.0.1 resolves to a non-public address (127.0.0.1)");
+        let e = check_endpoint("http://127.0.0.1:9/", false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "Miner endpoint refused: 127.0.0.1 resolves to a non-public address (127.0.0.1)"
+        );
         assert!(check_endpoint("http://127.0.0.1:9/", true).await.is_ok());
-        let e = check_endpoint("http://localhost:9/", false).await.unwrap_err();
-        assert!(e.starts_with("Miner endpoint refused: localhost resolves to a non-public address"), "{e}");
+        let e = check_endpoint("http://localhost:9/", false)
+            .await
+            .unwrap_err();
+        assert!(
+            e.starts_with("Miner endpoint refused: localhost resolves to a non-public address"),
+            "{e}"
+        );
         let e = check_endpoint("http://[::1]:9/", false).await.unwrap_err();
         assert!(e.contains("(::1)"), "{e}");
     }

@@ -39,7 +39,11 @@ impl LocalQueue {
             slots = this.pools.slots(), "local executor started");
         while !*stop.borrow() {
             let free = this.pools.free_slots();
-            let claimed = if free > 0 { this.claim(free).await } else { Ok(Vec::new()) };
+            let claimed = if free > 0 {
+                this.claim(free).await
+            } else {
+                Ok(Vec::new())
+            };
             let wait = match claimed {
                 Ok(tasks) => {
                     let full = !tasks.is_empty() && tasks.len() == free;
@@ -50,7 +54,11 @@ impl LocalQueue {
                             queue.commit(&result).await;
                         });
                     }
-                    if full || free == 0 { Duration::from_millis(50) } else { this.poll_interval }
+                    if full || free == 0 {
+                        Duration::from_millis(50)
+                    } else {
+                        this.poll_interval
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot claim tasks");
@@ -65,7 +73,10 @@ impl LocalQueue {
             }
         }
         this.pools.stop_episodes();
-        let _ = tokio::time::timeout(Duration::from_secs(10), async { while running.join_next().await.is_some() {} }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
     }
 
     async fn claim(&self, free: usize) -> Result<Vec<EpisodeTask>, String> {

@@ -56,7 +56,10 @@ async fn call(
             .insert_header((header::CONTENT_TYPE, "application/json"))
             .insert_header((header::ACCEPT, "application/json"))
             .insert_header((header::ACCEPT_ENCODING, "identity"))
-            .insert_header((header::USER_AGENT, concat!("kinitro-executor/", env!("CARGO_PKG_VERSION"))))
+            .insert_header((
+                header::USER_AGENT,
+                concat!("kinitro-executor/", env!("CARGO_PKG_VERSION")),
+            ))
             .insert_header(("X-Kinitro-Episode", episode))
             .send_body(body)
             .await
@@ -83,7 +86,9 @@ async fn call(
         }
         Ok(bytes)
     };
-    let bytes = tokio::time::timeout(budget, exchange).await.map_err(|_| CallError::Timeout)??;
+    let bytes = tokio::time::timeout(budget, exchange)
+        .await
+        .map_err(|_| CallError::Timeout)??;
     let round_trip = started.elapsed();
     let value = serde_json::from_slice::<Value>(&bytes).map_err(|_| CallError::NotJson)?;
     Ok((value, round_trip))
@@ -120,9 +125,21 @@ pub async fn reset(
     timeout: f64,
 ) -> Result<Duration, String> {
     let url = endpoint_url(endpoint, "/reset");
-    match call(client, &url, episode, body, Duration::from_secs_f64(timeout), RESET_LIMIT).await {
+    match call(
+        client,
+        &url,
+        episode,
+        body,
+        Duration::from_secs_f64(timeout),
+        RESET_LIMIT,
+    )
+    .await
+    {
         Ok((_, rt)) => Ok(rt),
-        Err(CallError::Timeout) => Err(format!("Miner reset failed: timeout after {}", seconds(timeout))),
+        Err(CallError::Timeout) => Err(format!(
+            "Miner reset failed: timeout after {}",
+            seconds(timeout)
+        )),
         Err(e) => Err(format!("Miner reset failed: {}", describe(e))),
     }
 }
@@ -138,13 +155,24 @@ pub async fn act(
     t: u32,
 ) -> Result<(Action, Duration), String> {
     let url = endpoint_url(endpoint, "/act");
-    let (value, rt) = match call(client, &url, episode, body, Duration::from_secs_f64(timeout), limit).await {
+    let (value, rt) = match call(
+        client,
+        &url,
+        episode,
+        body,
+        Duration::from_secs_f64(timeout),
+        limit,
+    )
+    .await
+    {
         Ok(v) => v,
         Err(CallError::Timeout) => return Err(format!("Miner action timeout at step {t}")),
         Err(e) => return Err(format!("Miner action failed at step {t}: {}", describe(e))),
     };
     let Value::Object(mut reply) = value else {
-        return Err(format!("Miner action failed at step {t}: response is not a JSON object"));
+        return Err(format!(
+            "Miner action failed at step {t}: response is not a JSON object"
+        ));
     };
     match reply.remove("action") {
         None | Some(Value::Null) => Err(format!("Miner returned no action at step {t}")),

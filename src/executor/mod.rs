@@ -84,7 +84,10 @@ impl Pools {
     pub fn free_slots(&self) -> usize {
         self.pools
             .iter()
-            .map(|p| self.per_pool.saturating_sub(p.in_flight.load(Ordering::SeqCst)))
+            .map(|p| {
+                self.per_pool
+                    .saturating_sub(p.in_flight.load(Ordering::SeqCst))
+            })
             .sum()
     }
 
@@ -99,7 +102,10 @@ impl Pools {
     }
 
     /// Runs one episode on the pool with the most free slots; resolves to its result.
-    pub fn run(&self, task: EpisodeTask) -> impl std::future::Future<Output = TaskResult> + Send + 'static {
+    pub fn run(
+        &self,
+        task: EpisodeTask,
+    ) -> impl std::future::Future<Output = TaskResult> + Send + 'static {
         let pool = self
             .pools
             .iter()
@@ -108,8 +114,12 @@ impl Pools {
         pool.in_flight.fetch_add(1, Ordering::SeqCst);
         let id = self.next_episode.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let (worker, limits, stop, in_flight) =
-            (pool.worker.clone(), self.limits.clone(), self.stop.subscribe(), pool.in_flight.clone());
+        let (worker, limits, stop, in_flight) = (
+            pool.worker.clone(),
+            self.limits.clone(),
+            self.stop.subscribe(),
+            pool.in_flight.clone(),
+        );
         let fallback = task.task_uuid.clone();
         pool.arbiter.spawn_fn(move || {
             actix_web::rt::spawn(async move {

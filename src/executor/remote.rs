@@ -55,7 +55,13 @@ struct Outbox {
 pub fn spool_name(executor_id: &str) -> String {
     let safe: String = executor_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let hash = hex::encode(sha2::Sha256::digest(executor_id.as_bytes()));
     format!("{safe}-{}.jsonl", &hash[..8])
@@ -68,7 +74,12 @@ fn read_entries(file: &mut File) -> Vec<(String, Value)> {
         .lines()
         .map_while(Result::ok)
         .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-        .filter_map(|v| Some((v["executor_id"].as_str()?.to_string(), v.get("result")?.clone())))
+        .filter_map(|v| {
+            Some((
+                v["executor_id"].as_str()?.to_string(),
+                v.get("result")?.clone(),
+            ))
+        })
         .collect()
 }
 
@@ -83,7 +94,8 @@ impl Outbox {
             last_rewrite: Instant::now(),
         };
         let Some(dir) = dir else { return Ok(outbox) };
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the spool directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the spool directory {}: {e}", dir.display()))?;
         let path = dir.join(spool_name(executor_id));
         let file = OpenOptions::new()
             .create(true)
@@ -101,7 +113,9 @@ impl Outbox {
             if p == path || p.extension().is_none_or(|e| e != "jsonl") {
                 continue;
             }
-            let Ok(f) = OpenOptions::new().read(true).write(true).open(&p) else { continue };
+            let Ok(f) = OpenOptions::new().read(true).write(true).open(&p) else {
+                continue;
+            };
             if let Ok(mut f) = Flock::lock(f, FlockArg::LockExclusiveNonblock) {
                 recovered.extend(read_entries(&mut f));
                 orphans.push(p);
@@ -114,7 +128,11 @@ impl Outbox {
         }
         if !outbox.entries.is_empty() {
             outbox.rewrite()?; // the recovered entries now live in our own spool
-            tracing::info!(event = "spool_recovered", count = outbox.entries.len(), "results recovered from the spool");
+            tracing::info!(
+                event = "spool_recovered",
+                count = outbox.entries.len(),
+                "results recovered from the spool"
+            );
         }
         for p in orphans {
             let _ = std::fs::remove_file(p);
@@ -123,7 +141,11 @@ impl Outbox {
     }
 
     fn push_entry(&mut self, executor_id: String, result: Value) {
-        self.entries.push(Entry { seq: self.next_seq, executor_id, result });
+        self.entries.push(Entry {
+            seq: self.next_seq,
+            executor_id,
+            result,
+        });
         self.next_seq += 1;
     }
 
@@ -140,14 +162,19 @@ impl Outbox {
 
     /// Rewrites the spool with the undelivered entries only.
     fn rewrite(&mut self) -> Result<(), String> {
-        let Some(spool) = self.spool.as_mut() else { return Ok(()) };
+        let Some(spool) = self.spool.as_mut() else {
+            return Ok(());
+        };
         let mut text = String::new();
         for e in &self.entries {
             text += &(json!({"executor_id": e.executor_id, "result": e.result}).to_string() + "\n");
         }
         // Rewrite in place (the lock stays on this file): truncate and append the survivors.
         spool.set_len(0).map_err(|e| e.to_string())?;
-        spool.write_all(text.as_bytes()).and_then(|_| spool.flush()).map_err(|e| e.to_string())?;
+        spool
+            .write_all(text.as_bytes())
+            .and_then(|_| spool.flush())
+            .map_err(|e| e.to_string())?;
         self.last_rewrite = Instant::now();
         Ok(())
     }
@@ -179,8 +206,15 @@ impl Api {
             .await
             .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let bytes = resp.body().limit(64 * 1024 * 1024).await.map_err(|e| e.to_string())?;
-        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+        let bytes = resp
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 }
 
@@ -191,12 +225,21 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// Runs the executor until `shutdown` resolves (SIGINT/SIGTERM), then drains (executor.md 3.5).
-pub async fn run(config: ExecutorConfig, pools: Arc<Pools>, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
-    let outbox = Arc::new(Mutex::new(Outbox::open(config.spool_dir.as_deref(), &config.executor_id)?));
-    let api = Arc::new(Api::new(&config));
+pub async fn run(
+    config: ExecutorConfig,
+    pools: Arc<Pools>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let outbox = Arc::new(Mutex::new(Outbox::open(
+        config.spool_dir.as_deref(),
+        &config.executor_id,
+    )?));
+    let api = std::rc::Rc::new(Api::new(&config));
     match api.client.get(format!("{}/health", api.base)).send().await {
         Ok(r) if r.status().is_success() => {}
-        other => tracing::warn!(api = %api.base, answer = ?other.map(|r| r.status()), "the API is not healthy yet; fetching will retry"),
+        other => {
+            tracing::warn!(api = %api.base, answer = ?other.map(|r| r.status()), "the API is not healthy yet; fetching will retry")
+        }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let submitter = actix_web::rt::spawn(submit_loop(api.clone(), outbox.clone(), stop_rx.clone()));
@@ -223,13 +266,25 @@ pub async fn run(config: ExecutorConfig, pools: Arc<Pools>, shutdown: impl std::
     let mut o = outbox.lock().unwrap();
     o.rewrite()?;
     if !o.entries.is_empty() {
-        tracing::warn!(undelivered = o.entries.len(), "results left in the spool for the next start");
+        tracing::warn!(
+            undelivered = o.entries.len(),
+            "results left in the spool for the next start"
+        );
     }
     Ok(())
 }
 
-async fn fetch_loop(config: &ExecutorConfig, api: Arc<Api>, pools: Arc<Pools>, outbox: Arc<Mutex<Outbox>>, stop: watch::Receiver<bool>) {
-    let env_ids: Vec<&str> = super::served_tasks(config).iter().map(|t| t.env_id()).collect();
+async fn fetch_loop(
+    config: &ExecutorConfig,
+    api: std::rc::Rc<Api>,
+    pools: Arc<Pools>,
+    outbox: Arc<Mutex<Outbox>>,
+    stop: watch::Receiver<bool>,
+) {
+    let env_ids: Vec<&str> = super::served_tasks(config)
+        .iter()
+        .map(|t| t.env_id())
+        .collect();
     let mut failures = 0u32;
     while !*stop.borrow() {
         let free = pools.free_slots();
@@ -238,7 +293,8 @@ async fn fetch_loop(config: &ExecutorConfig, api: Arc<Api>, pools: Arc<Pools>, o
             continue;
         }
         let batch = free.min(config.batch_size as usize);
-        let mut body = json!({"executor_id": config.executor_id, "batch_size": batch, "env_ids": env_ids});
+        let mut body =
+            json!({"executor_id": config.executor_id, "batch_size": batch, "env_ids": env_ids});
         if config.shard_count > 1 {
             body["shard"] = json!({"index": config.shard_index, "count": config.shard_count});
         }
@@ -247,19 +303,33 @@ async fn fetch_loop(config: &ExecutorConfig, api: Arc<Api>, pools: Arc<Pools>, o
                 failures = 0;
                 let tasks: Vec<EpisodeTask> = v["tasks"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|t| serde_json::from_value(t.clone()).ok()).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| serde_json::from_value(t.clone()).ok())
+                            .collect()
+                    })
                     .unwrap_or_default();
-                tracing::info!(event = "tasks_fetched", count = tasks.len(), total_pending = v["total_pending"].as_i64(), "tasks fetched");
+                tracing::info!(
+                    event = "tasks_fetched",
+                    count = tasks.len(),
+                    total_pending = v["total_pending"].as_i64(),
+                    "tasks fetched"
+                );
                 let got = tasks.len();
                 for task in tasks {
-                    let (pools, outbox, id) = (pools.clone(), outbox.clone(), config.executor_id.clone());
+                    let (pools, outbox, id) =
+                        (pools.clone(), outbox.clone(), config.executor_id.clone());
                     let fut = pools.run(task);
                     actix_web::rt::spawn(async move {
                         let result = fut.await;
                         outbox.lock().unwrap().add(&id, result_json(&result));
                     });
                 }
-                if got < batch { Duration::from_secs_f64(config.poll_interval.0) } else { Duration::ZERO }
+                if got < batch {
+                    Duration::from_secs_f64(config.poll_interval.0)
+                } else {
+                    Duration::ZERO
+                }
             }
             Ok((401, _)) => {
                 tracing::error!("API rejected the executor key");
@@ -292,13 +362,22 @@ async fn fetch_loop(config: &ExecutorConfig, api: Arc<Api>, pools: Arc<Pools>, o
 
 /// Delivers the outbox: batches of at most 50, every second (or at once when 50 wait); ends when
 /// `stop` is set and the outbox is empty.
-async fn submit_loop(api: Arc<Api>, outbox: Arc<Mutex<Outbox>>, stop: watch::Receiver<bool>) {
+async fn submit_loop(
+    api: std::rc::Rc<Api>,
+    outbox: Arc<Mutex<Outbox>>,
+    stop: watch::Receiver<bool>,
+) {
     let mut failures = 0u32;
     loop {
         let batch: Vec<Entry> = {
             let o = outbox.lock().unwrap();
             let first = o.entries.first().map(|e| e.executor_id.clone());
-            o.entries.iter().filter(|e| Some(&e.executor_id) == first.as_ref()).take(SUBMIT_BATCH).cloned().collect()
+            o.entries
+                .iter()
+                .filter(|e| Some(&e.executor_id) == first.as_ref())
+                .take(SUBMIT_BATCH)
+                .cloned()
+                .collect()
         };
         if batch.is_empty() {
             if *stop.borrow() {
@@ -332,8 +411,14 @@ async fn submit(api: &Api, batch: &[Entry], failures: &mut u32) -> Vec<u64> {
     match api.post("/v1/tasks/submit", &body).await {
         Ok((200, v)) => {
             *failures = 0;
-            tracing::info!(event = "results_submitted", accepted = v["accepted"].as_i64(), rejected = v["rejected"].as_i64(),
-                duplicates = v["duplicates"].as_i64(), requeued = v["requeued"].as_i64(), "results submitted");
+            tracing::info!(
+                event = "results_submitted",
+                accepted = v["accepted"].as_i64(),
+                rejected = v["rejected"].as_i64(),
+                duplicates = v["duplicates"].as_i64(),
+                requeued = v["requeued"].as_i64(),
+                "results submitted"
+            );
             if v["rejected"].as_i64().unwrap_or(0) > 0 {
                 tracing::warn!(errors = %v["errors"], "results rejected");
             }
@@ -383,7 +468,11 @@ mod tests {
     fn spool_names() {
         let a = spool_name("executor-1");
         assert!(a.starts_with("executor-1-") && a.ends_with(".jsonl"));
-        assert_ne!(spool_name("a/b"), spool_name("a_b"), "ids that sanitise alike get different files");
+        assert_ne!(
+            spool_name("a/b"),
+            spool_name("a_b"),
+            "ids that sanitise alike get different files"
+        );
         assert!(spool_name("a/b").starts_with("a_b-"));
     }
 

@@ -130,11 +130,21 @@ pub fn probe(assets: &std::path::Path, tasks: &[Task], images: bool) -> Result<(
 impl Worker {
     fn handle(&mut self, job: Job) {
         match job {
-            Job::Reset { id, task, sim_seed, reply } => {
+            Job::Reset {
+                id,
+                task,
+                sim_seed,
+                reply,
+            } => {
                 let answer = self.reset(id, task, sim_seed);
                 let _ = reply.send(answer);
             }
-            Job::Step { id, action, observe, reply } => {
+            Job::Step {
+                id,
+                action,
+                observe,
+                reply,
+            } => {
                 let answer = self.step(id, action, observe);
                 let _ = reply.send(answer);
             }
@@ -151,7 +161,8 @@ impl Worker {
             return Ok(e);
         }
         if !self.models.contains_key(&task) {
-            let model = assets::load(&self.assets, task.scene_file()).map_err(|e| format!("Simulator error: {e}"))?;
+            let model = assets::load(&self.assets, task.scene_file())
+                .map_err(|e| format!("Simulator error: {e}"))?;
             self.models.insert(task, model);
         }
         Env::new(task, &self.models[&task]).map_err(|e| format!("Simulator error: {e}"))
@@ -186,16 +197,24 @@ impl Worker {
     }
 
     fn step(&mut self, id: u64, action: [f32; 4], observe: bool) -> Result<SimAnswer, SimFailure> {
-        let mut e = self.running.remove(&id).ok_or_else(|| format!("Executor error: episode {id} is not running"))?;
+        let mut e = self
+            .running
+            .remove(&id)
+            .ok_or_else(|| format!("Executor error: episode {id} is not running"))?;
         let t = Instant::now();
         let stepped = e.step(action);
         let physics = t.elapsed().as_secs_f64();
         let result = match stepped {
             Err(err) => Err(format!("Simulator error: {err}")),
             Ok((state, outcome)) => {
-                let observed = if observe { self.observe(&mut e, &state).map(Some) } else { Ok(None) };
+                let observed = if observe {
+                    self.observe(&mut e, &state).map(Some)
+                } else {
+                    Ok(None)
+                };
                 observed.map(|o| {
-                    let (body, render_s, encode_s) = o.map_or((None, 0.0, 0.0), |(b, r, c)| (Some(b), r, c));
+                    let (body, render_s, encode_s) =
+                        o.map_or((None, 0.0, 0.0), |(b, r, c)| (Some(b), r, c));
                     SimAnswer {
                         reward: outcome.reward,
                         success: outcome.success,
@@ -210,18 +229,27 @@ impl Worker {
     }
 
     /// The `/act` body for the environment's current data: `(body, render s, encode s)`.
-    fn observe(&mut self, e: &mut Env, state: &[f64; STATE_LEN]) -> Result<(bytes::Bytes, f64, f64), SimFailure> {
+    fn observe(
+        &mut self,
+        e: &mut Env,
+        state: &[f64; STATE_LEN],
+    ) -> Result<(bytes::Bytes, f64, f64), SimFailure> {
         let t = Instant::now();
         let mut rgb = serde_json::Map::new();
         if self.options.images {
             let task = e.task();
             if !self.cameras.contains_key(&task) {
-                let model = &self.models.get(&task).ok_or("Render error: scene not loaded")?;
+                let model = &self
+                    .models
+                    .get(&task)
+                    .ok_or("Render error: scene not loaded")?;
                 let cams = Cameras::new(model).map_err(|err| format!("Render error: {err}"))?;
                 self.cameras.insert(task, cams);
             }
             let cams = self.cameras.get_mut(&task).expect("inserted above");
-            let images = cams.render(e.sim()).map_err(|err| format!("Render error: {err}"))?;
+            let images = cams
+                .render(e.sim())
+                .map_err(|err| format!("Render error: {err}"))?;
             for (name, image) in render::CAMERAS.iter().zip(images) {
                 rgb.insert(
                     name.to_string(),
@@ -235,7 +263,11 @@ impl Worker {
         let render_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let proprio = e.proprio();
-        let extra = if self.options.privileged_state { json!({ "state": state.to_vec() }) } else { json!({}) };
+        let extra = if self.options.privileged_state {
+            json!({ "state": state.to_vec() })
+        } else {
+            json!({})
+        };
         let obs: Value = json!({"obs": {
             "rgb": rgb, "depth": {}, "proprio": proprio, "cam_intrinsics": {}, "cam_extrinsics": {}, "extra": extra,
         }});
@@ -246,5 +278,7 @@ impl Worker {
 
 /// The task configuration of an episode (`/reset` body member).
 pub fn reset_body(task: Task, seed: i64) -> bytes::Bytes {
-    serde_json::to_vec(&json!({ "task_config": env::task_config(task, seed) })).unwrap_or_default().into()
+    serde_json::to_vec(&json!({ "task_config": env::task_config(task, seed) }))
+        .unwrap_or_default()
+        .into()
 }

@@ -55,7 +55,8 @@ impl Policy {
                 })?;
                 let task = task.ok_or_else(|| {
                     PolicyError::Unprocessable(
-                        "expert policy needs a /reset whose task_config names a MetaWorld env_id".into(),
+                        "expert policy needs a /reset whose task_config names a MetaWorld env_id"
+                            .into(),
                     )
                 })?;
                 let (twist, gripper) = expert::command(task, state).twist_and_gripper();
@@ -67,7 +68,11 @@ impl Policy {
 
 /// The privileged state of an observation (`obs.extra.state`), when present and numeric.
 pub fn privileged_state(obs: &Value) -> Option<Vec<f64>> {
-    obs.pointer("/extra/state")?.as_array()?.iter().map(Value::as_f64).collect()
+    obs.pointer("/extra/state")?
+        .as_array()?
+        .iter()
+        .map(Value::as_f64)
+        .collect()
 }
 
 #[cfg(test)]
@@ -92,12 +97,20 @@ mod tests {
             assert!((0.0..=1.0).contains(&g));
         }
         let mut e = Policy::new(PolicyKind::Expert, 0);
-        assert!(matches!(e.act(Some(Task::Reach), None), Err(PolicyError::Unprocessable(m)) if m.contains("obs.extra.state")));
-        assert!(matches!(e.act(None, Some(&[0.0; 39])), Err(PolicyError::Unprocessable(_))));
+        assert!(
+            matches!(e.act(Some(Task::Reach), None), Err(PolicyError::Unprocessable(m)) if m.contains("obs.extra.state"))
+        );
+        assert!(matches!(
+            e.act(None, Some(&[0.0; 39])),
+            Err(PolicyError::Unprocessable(_))
+        ));
         let mut s = [0.0; 39];
         s[36..].copy_from_slice(&[0.1, 0.8, 0.2]);
         let a = e.act(Some(Task::Reach), Some(&s)).unwrap();
-        assert_eq!(a["continuous"]["ee_twist"], json!([0.5, 4.0, 1.0, 0.0, 0.0, 0.0]));
+        assert_eq!(
+            a["continuous"]["ee_twist"],
+            json!([0.5, 4.0, 1.0, 0.0, 0.0, 0.0])
+        );
         assert_ne!(
             Policy::new(PolicyKind::Random, 1).act(None, None),
             Policy::new(PolicyKind::Random, 2).act(None, None)

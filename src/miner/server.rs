@@ -9,8 +9,8 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
 use super::policy::{privileged_state, Policy, PolicyError};
-use crate::sim::task::Task;
 use crate::config::miner::MinerConfig;
+use crate::sim::task::Task;
 
 /// Episodes remembered for `X-Kinitro-Episode` (the oldest are forgotten beyond this).
 const MAX_EPISODES: usize = 100_000;
@@ -34,13 +34,24 @@ fn detail(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
 }
 
 fn episode_header(req: &actix_web::HttpRequest) -> Option<String> {
-    req.headers().get("x-kinitro-episode")?.to_str().ok().map(str::to_owned)
+    req.headers()
+        .get("x-kinitro-episode")?
+        .to_str()
+        .ok()
+        .map(str::to_owned)
 }
 
-async fn reset(shared: web::Data<Shared>, req: actix_web::HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn reset(
+    shared: web::Data<Shared>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     match serde_json::from_slice::<Value>(&body) {
         Ok(v) if v.get("task_config").is_some_and(Value::is_object) => {
-            let task = v.pointer("/task_config/env_id").and_then(Value::as_str).and_then(Task::from_env_id);
+            let task = v
+                .pointer("/task_config/env_id")
+                .and_then(Value::as_str)
+                .and_then(Task::from_env_id);
             let mut episodes = shared.episodes.lock().unwrap();
             episodes.latest = task;
             if let Some(id) = episode_header(&req) {
@@ -49,8 +60,9 @@ async fn reset(shared: web::Data<Shared>, req: actix_web::HttpRequest, body: web
                 }
                 episodes.by_header.insert(id, task);
             }
-            HttpResponse::Ok()
-                .json(json!({"status": "ok", "episode_id": hex::encode(rand::random::<[u8; 16]>())}))
+            HttpResponse::Ok().json(
+                json!({"status": "ok", "episode_id": hex::encode(rand::random::<[u8; 16]>())}),
+            )
         }
         _ => detail(
             actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -59,7 +71,11 @@ async fn reset(shared: web::Data<Shared>, req: actix_web::HttpRequest, body: web
     }
 }
 
-async fn act(shared: web::Data<Shared>, req: actix_web::HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn act(
+    shared: web::Data<Shared>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let obs = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(mut o)) if o.get("obs").is_some_and(Value::is_object) => {
             o.remove("obs").unwrap_or_default()
@@ -98,11 +114,17 @@ async fn health(shared: web::Data<Shared>) -> HttpResponse {
 
 /// Binds and starts the server; the returned future runs until SIGINT/SIGTERM.
 pub fn serve(config: &MinerConfig) -> std::io::Result<actix_web::dev::Server> {
-    serve_on(config, std::net::TcpListener::bind((config.host.as_str(), config.port))?)
+    serve_on(
+        config,
+        std::net::TcpListener::bind((config.host.as_str(), config.port))?,
+    )
 }
 
 /// Starts the server on a bound listener (the demo binds port 0 first).
-pub fn serve_on(config: &MinerConfig, listener: std::net::TcpListener) -> std::io::Result<actix_web::dev::Server> {
+pub fn serve_on(
+    config: &MinerConfig,
+    listener: std::net::TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
     let shared = web::Data::new(Shared {
         policy: Mutex::new(Policy::new(config.policy, config.seed)),
         episodes: Mutex::default(),

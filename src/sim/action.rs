@@ -66,12 +66,17 @@ impl Action {
             let numbers = match value {
                 Value::Array(a) => a
                     .iter()
-                    .map(|n| n.as_f64().ok_or_else(|| format!("continuous.{key} must hold numbers")))
+                    .map(|n| {
+                        n.as_f64()
+                            .ok_or_else(|| format!("continuous.{key} must hold numbers"))
+                    })
                     .collect::<Result<Vec<f64>, String>>()?,
                 _ => return Err(format!("continuous.{key} must be an array of numbers")),
             };
             if numbers.len() > MAX_NUMBERS {
-                return Err(format!("continuous.{key} has more than {MAX_NUMBERS} numbers"));
+                return Err(format!(
+                    "continuous.{key} has more than {MAX_NUMBERS} numbers"
+                ));
             }
             match key.as_str() {
                 "ee_twist" => {
@@ -97,7 +102,12 @@ impl Action {
     /// MetaWorld's native command: clipped linear twist, gripper 1 → +1 (close), 0 → −1 (open).
     pub fn native(&self) -> [f32; 4] {
         let l = self.linear.map(|x| x.clamp(-1.0, 1.0) as f32);
-        [l[0], l[1], l[2], (2.0 * self.gripper.clamp(0.0, 1.0) - 1.0) as f32]
+        [
+            l[0],
+            l[1],
+            l[2],
+            (2.0 * self.gripper.clamp(0.0, 1.0) - 1.0) as f32,
+        ]
     }
 }
 
@@ -114,13 +124,18 @@ mod tests {
     fn defaults_lengths_and_clipping() {
         let a = Action::from_json(&json!({})).unwrap();
         assert_eq!(a.native(), [0.0, 0.0, 0.0, -1.0]);
-        let a = Action::from_json(&json!({"continuous": {"ee_twist": [2, -3, 0.5], "gripper": [7, 0]}}))
-            .unwrap();
+        let a = Action::from_json(
+            &json!({"continuous": {"ee_twist": [2, -3, 0.5], "gripper": [7, 0]}}),
+        )
+        .unwrap();
         assert_eq!(a.native(), [1.0, -1.0, 0.5, 1.0]);
-        let a = Action::from_json(&json!({"continuous": null, "discrete": null, "extra": null})).unwrap();
+        let a = Action::from_json(&json!({"continuous": null, "discrete": null, "extra": null}))
+            .unwrap();
         assert_eq!(a.linear, [0.0; 3]);
-        assert!(Action::from_json(&json!({"continuous": {"ee_twist": [0, 0, 0, 1, 2, 3], "other": [1]},
-            "discrete": {"mode": 3}, "extra": {"x": [1]}}))
+        assert!(Action::from_json(
+            &json!({"continuous": {"ee_twist": [0, 0, 0, 1, 2, 3], "other": [1]},
+            "discrete": {"mode": 3}, "extra": {"x": [1]}})
+        )
         .is_ok());
     }
 
@@ -135,7 +150,10 @@ mod tests {
             "continuous.gripper must have at least 1 number, got 0"
         );
         assert_eq!(err(json!({"foo": 1})), "unknown member 'foo'");
-        assert_eq!(err(json!({"continuous": 3})), "continuous must be an object");
+        assert_eq!(
+            err(json!({"continuous": 3})),
+            "continuous must be an object"
+        );
         assert_eq!(err(json!([1])), "action must be an object");
         assert!(err(json!({"continuous": {"ee_twist": ["a", 0, 0]}})).contains("numbers"));
         assert!(err(json!({"discrete": {"k": 1.5}})).contains("integer"));

@@ -96,13 +96,18 @@ impl Ids {
         let geom = |n: &str| sim.id(Obj::mjOBJ_GEOM, n);
         let (object, (object_qpos, object_dof), placed_body, extra_sites) = match task {
             Task::Reach | Task::Push | Task::PickPlace => (
-                ObjectSource::Puck { body: body("obj")?, geom: geom("objGeom")? },
+                ObjectSource::Puck {
+                    body: body("obj")?,
+                    geom: geom("objGeom")?,
+                },
                 sim.joint_addr("objjoint")?,
                 None,
                 vec![],
             ),
             Task::DoorOpen => (
-                ObjectSource::DoorHandle { geom: geom("handle")? },
+                ObjectSource::DoorHandle {
+                    geom: geom("handle")?,
+                },
                 sim.joint_addr("doorjoint")?,
                 Some(body("door")?),
                 vec![],
@@ -117,13 +122,17 @@ impl Ids {
                 vec![],
             ),
             Task::ButtonPress => (
-                ObjectSource::Button { body: body("button")? },
+                ObjectSource::Button {
+                    body: body("button")?,
+                },
                 sim.joint_addr("btnbox_joint")?,
                 Some(body("box")?),
                 vec![site("hole")?, site("buttonStart")?],
             ),
             Task::PegInsert => (
-                ObjectSource::Peg { site: site("pegGrasp")? },
+                ObjectSource::Peg {
+                    site: site("pegGrasp")?,
+                },
                 sim.body_joint_addr(body("peg")?)?,
                 Some(body("box")?),
                 vec![
@@ -143,7 +152,11 @@ impl Ids {
             rightpad: body("rightpad")?,
             right_ee: site("rightEndEffector")?,
             left_ee: site("leftEndEffector")?,
-            goal_site: if task == Task::ButtonPress { None } else { Some(site("goal")?) },
+            goal_site: if task == Task::ButtonPress {
+                None
+            } else {
+                Some(site("goal")?)
+            },
             object,
             object_qpos,
             object_dof,
@@ -195,7 +208,8 @@ impl Env {
             return Err(SimError("the scene has no mocap weld".into()));
         }
         // The mocap weld as MetaWorld writes it: 11 values; entry 11 (new in 3.17) stays compiled.
-        arrays.eq_data[..11].copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0]);
+        arrays.eq_data[..11]
+            .copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0]);
         let pristine = Pristine {
             geom_friction: arrays.geom_friction.to_vec(),
             dof_damping: arrays.dof_damping.to_vec(),
@@ -398,7 +412,10 @@ impl Env {
     }
 
     fn tcp(&self) -> [f64; 3] {
-        let (r, l) = (self.sim.site_xpos(self.ids.right_ee), self.sim.site_xpos(self.ids.left_ee));
+        let (r, l) = (
+            self.sim.site_xpos(self.ids.right_ee),
+            self.sim.site_xpos(self.ids.left_ee),
+        );
         std::array::from_fn(|i| (r[i] + l[i]) / 2.0)
     }
 
@@ -412,7 +429,9 @@ impl Env {
         cur[3] = (gap / 0.1).clamp(0.0, 1.0);
         let (pos, quat): ([f64; 3], [f64; 4]) = match self.ids.object {
             ObjectSource::Puck { body, geom } => (s.xpos(body), quat_from_mat(&s.geom_xmat(geom))),
-            ObjectSource::DoorHandle { geom } => (s.geom_xpos(geom), quat_from_mat(&s.geom_xmat(geom))),
+            ObjectSource::DoorHandle { geom } => {
+                (s.geom_xpos(geom), quat_from_mat(&s.geom_xmat(geom)))
+            }
             ObjectSource::Drawer { body, closing } => {
                 let p = s.xpos(body);
                 if closing {
@@ -447,12 +466,15 @@ impl Env {
             return Err(SimError("step before reset".into()));
         }
         if self.steps >= MAX_STEPS {
-            return Err(SimError(format!("step after the episode's {MAX_STEPS} steps")));
+            return Err(SimError(format!(
+                "step after the episode's {MAX_STEPS} steps"
+            )));
         }
         let a = action.map(|x| if x.is_nan() { 0.0 } else { x.clamp(-1.0, 1.0) });
         let mocap = self.sim.mocap_pos_mut();
         for i in 0..3 {
-            mocap[i] = (mocap[i] + f64::from(a[i] * 0.01f32)).clamp(MOCAP_BOUNDS.0[i], MOCAP_BOUNDS.1[i]);
+            mocap[i] =
+                (mocap[i] + f64::from(a[i] * 0.01f32)).clamp(MOCAP_BOUNDS.0[i], MOCAP_BOUNDS.1[i]);
         }
         self.sim.mocap_quat_mut().copy_from_slice(&MOCAP_QUAT);
         let g = f64::from(a[3]);
@@ -466,13 +488,19 @@ impl Env {
         let truncated = self.steps == MAX_STEPS;
         self.sim.data().forward();
         if !self.sim.state_is_finite() {
-            return Err(SimError(format!("non-finite simulator state at step {}", self.steps - 1)));
+            return Err(SimError(format!(
+                "non-finite simulator state at step {}",
+                self.steps - 1
+            )));
         }
         let cur = self.current();
         let mut state = self.assemble(&cur, &self.prev, self.consts.target);
         self.prev = cur;
         for base in [0, 18] {
-            let hand = clip3([state[base], state[base + 1], state[base + 2]], &HAND_BOUNDS);
+            let hand = clip3(
+                [state[base], state[base + 1], state[base + 2]],
+                &HAND_BOUNDS,
+            );
             state[base..base + 3].copy_from_slice(&hand);
             state[base + 3] = state[base + 3].clamp(-1.0, 1.0);
         }
@@ -482,7 +510,10 @@ impl Env {
         let (reward, success) = reward::evaluate(self.task, &frame, &self.consts)
             .map_err(|e| SimError(format!("reward of step {}: {}", self.steps - 1, e.0)))?;
         if !state.iter().all(|v| v.is_finite()) || !reward.is_finite() {
-            return Err(SimError(format!("non-finite observation at step {}", self.steps - 1)));
+            return Err(SimError(format!(
+                "non-finite observation at step {}",
+                self.steps - 1
+            )));
         }
         Ok((
             state,
@@ -565,7 +596,12 @@ pub fn quat_from_mat(m: &[f64; 9]) -> [f64; 4] {
         q[k] = at(k, i) + at(i, k);
         q[3] = at(k, j) - at(j, k);
     } else {
-        q = [at(2, 1) - at(1, 2), at(0, 2) - at(2, 0), at(1, 0) - at(0, 1), 1.0 + trace];
+        q = [
+            at(2, 1) - at(1, 2),
+            at(0, 2) - at(2, 0),
+            at(1, 0) - at(0, 1),
+            1.0 + trace,
+        ];
     }
     let n = q.iter().map(|v| v * v).sum::<f64>().sqrt();
     q.map(|v| v / n)
@@ -577,11 +613,19 @@ mod tests {
 
     #[test]
     fn markley_identity_and_rotations() {
-        assert_eq!(quat_from_mat(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]), [0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(
+            quat_from_mat(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]),
+            [0.0, 0.0, 0.0, 1.0]
+        );
         // 90° about z: x → y.
         let q = quat_from_mat(&[0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
         let h = std::f64::consts::FRAC_1_SQRT_2;
-        assert!(q.iter().zip([0.0, 0.0, h, h]).all(|(a, b)| (a - b).abs() < 1e-12), "{q:?}");
+        assert!(
+            q.iter()
+                .zip([0.0, 0.0, h, h])
+                .all(|(a, b)| (a - b).abs() < 1e-12),
+            "{q:?}"
+        );
         // 180° about x: the M00 branch.
         let q = quat_from_mat(&[1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, -1.0]);
         assert_eq!(q, [1.0, 0.0, 0.0, 0.0]);

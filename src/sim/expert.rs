@@ -16,7 +16,10 @@ impl ExpertCommand {
     /// The kinitro action's channels: `ee_twist` (six numbers) and `gripper` in [0, 1].
     pub fn twist_and_gripper(&self) -> ([f64; 6], f64) {
         let d = self.delta;
-        ([d[0], d[1], d[2], 0.0, 0.0, 0.0], ((self.grip + 1.0) / 2.0).clamp(0.0, 1.0))
+        (
+            [d[0], d[1], d[2], 0.0, 0.0, 0.0],
+            ((self.grip + 1.0) / 2.0).clamp(0.0, 1.0),
+        )
     }
 }
 
@@ -45,7 +48,11 @@ pub fn command(task: Task, s: &[f64]) -> ExpertCommand {
             } else {
                 goal
             };
-            let grip = if xy(hand, obj) <= 0.02 && (hand[2] - obj[2]).abs() <= 0.10 { 0.6 } else { 0.0 };
+            let grip = if xy(hand, obj) <= 0.02 && (hand[2] - obj[2]).abs() <= 0.10 {
+                0.6
+            } else {
+                0.0
+            };
             (target, 10.0, grip)
         }
         Task::PickPlace => {
@@ -59,7 +66,10 @@ pub fn command(task: Task, s: &[f64]) -> ExpertCommand {
             } else {
                 goal
             };
-            let d3 = (0..3).map(|i| (hand[i] - obj[i]).powi(2)).sum::<f64>().sqrt();
+            let d3 = (0..3)
+                .map(|i| (hand[i] - obj[i]).powi(2))
+                .sum::<f64>()
+                .sqrt();
             (target, 10.0, if d3 < 0.07 { 1.0 } else { 0.0 })
         }
         Task::DoorOpen => {
@@ -100,7 +110,11 @@ pub fn command(task: Task, s: &[f64]) -> ExpertCommand {
             (target, 25.0, 1.0)
         }
         Task::ButtonPress => {
-            let target = if xy(hand, obj) > 0.04 { add(obj, [0.0, 0.0, 0.1]) } else { obj };
+            let target = if xy(hand, obj) > 0.04 {
+                add(obj, [0.0, 0.0, 0.1])
+            } else {
+                obj
+            };
             (target, 25.0, 1.0)
         }
         Task::PegInsert => {
@@ -115,7 +129,11 @@ pub fn command(task: Task, s: &[f64]) -> ExpertCommand {
             } else {
                 hole
             };
-            let grip = if far || (hand[2] - obj[2]).abs() > 0.15 { -1.0 } else { 0.6 };
+            let grip = if far || (hand[2] - obj[2]).abs() > 0.15 {
+                -1.0
+            } else {
+                0.6
+            };
             (target, 25.0, grip)
         }
     };

@@ -1,7 +1,7 @@
 //! The one place that touches MuJoCo's raw arrays: a model copy with its data, and typed, bounds-
 //! checked views of the few fields the environments read and write (environments.md 3–5).
 
-use mujoco_rs::mujoco_c::{mjtNum, mjNEQDATA};
+use mujoco_rs::mujoco_c::{mjNEQDATA, mjtNum};
 use mujoco_rs::prelude::{MjData, MjModel, MjtObjBase};
 
 /// Object kinds looked up by name.
@@ -59,11 +59,11 @@ impl Sim {
     /// The first qpos address and first dof address of a body's first joint.
     pub fn body_joint_addr(&self, body: usize) -> Result<(usize, usize), String> {
         let m = self.model().ffi();
-        assert!((body as i64) < m.nbody as i64);
+        assert!((body as i64) < m.nbody);
         // SAFETY: body < nbody; the joint id is checked against njnt before indexing.
         unsafe {
             let jnt = *m.body_jntadr.add(body);
-            if jnt < 0 || jnt as i64 >= m.njnt as i64 {
+            if jnt < 0 || jnt as i64 >= m.njnt {
                 return Err(format!("body {body} has no joint"));
             }
             Ok((
@@ -78,51 +78,62 @@ impl Sim {
         let j = self.id(MjtObjBase::mjOBJ_JOINT, name)?;
         let m = self.model().ffi();
         // SAFETY: j < njnt (name lookup).
-        unsafe { Ok((*m.jnt_qposadr.add(j) as usize, *m.jnt_dofadr.add(j) as usize)) }
+        unsafe {
+            Ok((
+                *m.jnt_qposadr.add(j) as usize,
+                *m.jnt_dofadr.add(j) as usize,
+            ))
+        }
     }
 
     /// World position of a body.
     pub fn xpos(&self, body: usize) -> [f64; 3] {
         // SAFETY: xpos holds nbody × 3 numbers.
-        unsafe { row(self.data.ffi().xpos, self.model().ffi().nbody as i64, body) }
+        unsafe { row(self.data.ffi().xpos, self.model().ffi().nbody, body) }
     }
 
     /// World orientation of a body (w, x, y, z).
     pub fn xquat(&self, body: usize) -> [f64; 4] {
         // SAFETY: xquat holds nbody × 4 numbers.
-        unsafe { row(self.data.ffi().xquat, self.model().ffi().nbody as i64, body) }
+        unsafe { row(self.data.ffi().xquat, self.model().ffi().nbody, body) }
     }
 
     /// World position of a geom.
     pub fn geom_xpos(&self, geom: usize) -> [f64; 3] {
         // SAFETY: geom_xpos holds ngeom × 3 numbers.
-        unsafe { row(self.data.ffi().geom_xpos, self.model().ffi().ngeom as i64, geom) }
+        unsafe { row(self.data.ffi().geom_xpos, self.model().ffi().ngeom, geom) }
     }
 
     /// World rotation matrix of a geom (row-major).
     pub fn geom_xmat(&self, geom: usize) -> [f64; 9] {
         // SAFETY: geom_xmat holds ngeom × 9 numbers.
-        unsafe { row(self.data.ffi().geom_xmat, self.model().ffi().ngeom as i64, geom) }
+        unsafe { row(self.data.ffi().geom_xmat, self.model().ffi().ngeom, geom) }
     }
 
     /// World position of a site.
     pub fn site_xpos(&self, site: usize) -> [f64; 3] {
         // SAFETY: site_xpos holds nsite × 3 numbers.
-        unsafe { row(self.data.ffi().site_xpos, self.model().ffi().nsite as i64, site) }
+        unsafe { row(self.data.ffi().site_xpos, self.model().ffi().nsite, site) }
     }
 
     /// World rotation matrix of a site (row-major).
     pub fn site_xmat(&self, site: usize) -> [f64; 9] {
         // SAFETY: site_xmat holds nsite × 9 numbers.
-        unsafe { row(self.data.ffi().site_xmat, self.model().ffi().nsite as i64, site) }
+        unsafe { row(self.data.ffi().site_xmat, self.model().ffi().nsite, site) }
     }
 
     /// World position and rotation matrix (row-major) of a camera, and its vertical field of view.
     pub fn camera(&self, cam: usize) -> ([f64; 3], [f64; 9], f64) {
         let (d, m) = (self.data.ffi(), self.model().ffi());
-        let n = m.ncam as i64;
+        let n = m.ncam;
         // SAFETY: cam_xpos / cam_xmat / cam_fovy hold ncam × 3 / 9 / 1 numbers.
-        unsafe { (row(d.cam_xpos, n, cam), row(d.cam_xmat, n, cam), row::<1>(m.cam_fovy, n, cam)[0]) }
+        unsafe {
+            (
+                row(d.cam_xpos, n, cam),
+                row(d.cam_xmat, n, cam),
+                row::<1>(m.cam_fovy, n, cam)[0],
+            )
+        }
     }
 
     /// Body velocity (angular, linear) at the body frame origin, world-aligned axes.
@@ -142,14 +153,14 @@ impl Sim {
     pub fn qpos_mut(&mut self) -> &mut [f64] {
         let n = self.model().ffi().nq;
         // SAFETY: qpos holds nq numbers; `self` is borrowed mutably.
-        unsafe { slice_mut(self.data.ffi_mut().qpos, n as i64) }
+        unsafe { slice_mut(self.data.ffi_mut().qpos, n) }
     }
 
     /// Joint velocities, mutable.
     pub fn qvel_mut(&mut self) -> &mut [f64] {
         let n = self.model().ffi().nv;
         // SAFETY: qvel holds nv numbers.
-        unsafe { slice_mut(self.data.ffi_mut().qvel, n as i64) }
+        unsafe { slice_mut(self.data.ffi_mut().qvel, n) }
     }
 
     /// Position of the (single) mocap body, mutable.
@@ -170,7 +181,7 @@ impl Sim {
     pub fn ctrl_mut(&mut self) -> &mut [f64] {
         let n = self.model().ffi().nu;
         // SAFETY: ctrl holds nu numbers.
-        unsafe { slice_mut(self.data.ffi_mut().ctrl, n as i64) }
+        unsafe { slice_mut(self.data.ffi_mut().ctrl, n) }
     }
 
     /// Every number of the data MuJoCo may have turned non-finite in a step (qpos, qvel, qacc).
@@ -180,7 +191,11 @@ impl Sim {
         unsafe {
             [(d.qpos, m.nq), (d.qvel, m.nv), (d.qacc, m.nv)]
                 .iter()
-                .all(|(p, n)| std::slice::from_raw_parts(*p, *n as usize).iter().all(|v| v.is_finite()))
+                .all(|(p, n)| {
+                    std::slice::from_raw_parts(*p, *n as usize)
+                        .iter()
+                        .all(|v| v.is_finite())
+                })
         }
     }
 
@@ -191,11 +206,11 @@ impl Sim {
         // SAFETY: each pointer holds the number of values given (MuJoCo's layout).
         unsafe {
             ModelArrays {
-                body_pos: slice_mut(m.body_pos, m.nbody as i64 * 3),
-                site_pos: slice_mut(m.site_pos, m.nsite as i64 * 3),
-                geom_friction: slice_mut(m.geom_friction, m.ngeom as i64 * 3),
-                dof_damping: slice_mut(m.dof_damping, m.nv as i64),
-                eq_data: slice_mut(m.eq_data, m.neq as i64 * mjNEQDATA as i64),
+                body_pos: slice_mut(m.body_pos, m.nbody * 3),
+                site_pos: slice_mut(m.site_pos, m.nsite * 3),
+                geom_friction: slice_mut(m.geom_friction, m.ngeom * 3),
+                dof_damping: slice_mut(m.dof_damping, m.nv),
+                eq_data: slice_mut(m.eq_data, m.neq * mjNEQDATA as i64),
             }
         }
     }

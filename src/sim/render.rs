@@ -59,7 +59,9 @@ impl Cameras {
         let mut out: [Image; 2] = Default::default();
         for (slot, id) in out.iter_mut().zip(self.ids) {
             self.renderer.set_camera(MjvCamera::new_fixed(id));
-            self.renderer.sync_data(sim.data()).map_err(|e| e.to_string())?;
+            self.renderer
+                .sync_data(sim.data())
+                .map_err(|e| e.to_string())?;
             self.renderer.render().map_err(|e| e.to_string())?;
             let rgb = self.renderer.rgb_flat().ok_or("RGB rendering is off")?;
             // mujoco-rs returns the conventional top-row-first image; MetaWorld's corner cameras

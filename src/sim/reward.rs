@@ -88,7 +88,9 @@ pub fn prism(p: [f64; 3], zero: [f64; 3], one: [f64; 3]) -> f64 {
     if !inside {
         return 1.0;
     }
-    (0..3).map(|i| (p[i] - zero[i]) / (one[i] - zero[i])).product()
+    (0..3)
+        .map(|i| (p[i] - zero[i]) / (one[i] - zero[i]))
+        .product()
 }
 
 fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {

@@ -35,7 +35,11 @@ impl SimRng {
     pub fn placement(&mut self, task: Task) -> Vec<f64> {
         let (lo, hi) = task.placement_ranges();
         loop {
-            let v: Vec<f64> = lo.iter().zip(hi).map(|(l, h)| self.uniform(*l, *h)).collect();
+            let v: Vec<f64> = lo
+                .iter()
+                .zip(hi)
+                .map(|(l, h)| self.uniform(*l, *h))
+                .collect();
             if !task.rejects(&v) {
                 return v;
             }

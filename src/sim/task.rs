@@ -139,15 +139,24 @@ mod tests {
         for t in Task::ALL {
             assert_eq!(Task::from_env_id(t.env_id()), Some(t));
         }
-        assert_eq!(Task::from_env_id("metaworld/button-press-v3"), Some(Task::ButtonPress));
+        assert_eq!(
+            Task::from_env_id("metaworld/button-press-v3"),
+            Some(Task::ButtonPress)
+        );
         assert_eq!(Task::from_env_id("metaworld/nope-v3"), None);
-        assert_eq!(Task::DrawerClose.scene_file(), "sawyer_xyz/sawyer_drawer.xml");
+        assert_eq!(
+            Task::DrawerClose.scene_file(),
+            "sawyer_xyz/sawyer_drawer.xml"
+        );
     }
 
     #[test]
     fn f32_hand_starts() {
         assert_eq!(Task::DrawerOpen.hand_init()[1], 0.6000000238418579);
-        assert_eq!(Task::ButtonPress.hand_init(), [0.0, 0.4000000059604645, 0.20000000298023224]);
+        assert_eq!(
+            Task::ButtonPress.hand_init(),
+            [0.0, 0.4000000059604645, 0.20000000298023224]
+        );
         assert_eq!(Task::Reach.hand_init(), [0.0, 0.6, 0.2]);
     }
 }
