@@ -84,7 +84,10 @@ fn rendering(c: &mut Criterion) {
     let mut env = Env::new(task, &m).unwrap();
     env.reset(1).unwrap();
     let Ok(mut cams) = render::Cameras::new(&m) else {
-        eprintln!("no EGL device: render benches skipped");
+        eprintln!(
+            "no EGL device: render benches skipped ({:?})",
+            render::Cameras::new(&m).err()
+        );
         return;
     };
     // Bare loop: the same settings applied by hand, both cameras, no flip.
