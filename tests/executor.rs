@@ -47,6 +47,16 @@ fn miner(policy: &str) -> (Proc, String) {
 }
 
 fn executor(api_port: u16, id: &str, spool: &std::path::Path, max_steps: &str) -> Proc {
+    executor_with(api_port, id, spool, max_steps, &[])
+}
+
+fn executor_with(
+    api_port: u16,
+    id: &str,
+    spool: &std::path::Path,
+    max_steps: &str,
+    env: &[(&str, &str)],
+) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
         .args([
             "executor",
@@ -65,6 +75,7 @@ fn executor(api_port: u16, id: &str, spool: &std::path::Path, max_steps: &str) -
         .env("KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS", "0.2")
         .env("KINITRO_EXECUTOR_SPOOL_DIR", spool)
         .env("KINITRO_LOG_FORMAT", "text")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -257,7 +268,15 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
     add_tasks(&url, &refs).await;
     let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
     let spool = tempfile::tempdir().unwrap();
-    let _ex = executor(api.port, "ex-a", spool.path(), "150");
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _ex = executor_with(
+        api.port,
+        "ex-a",
+        spool.path(),
+        "150",
+        &[("KINITRO_EXECUTOR_METRICS_ADDR", &metrics_addr)],
+    );
     let rows = wait_terminal(&url, 120).await;
     let by_uuid = |u: &str| rows.iter().find(|r| r.task_uuid == u).unwrap();
 
@@ -301,6 +320,27 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
             .starts_with("Miner reset failed: connection error"),
         "{r}"
     );
+
+    // The executor's own metrics (api.md 4.12).
+    let (status, text) = common::http_get(metrics_port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing:\n{text}"))
+    };
+    assert!(value("kinitro_episodes_total{outcome=\"success\"}") >= 4.0);
+    assert!(value("kinitro_episodes_total{outcome=\"miner_error\"}") >= 10.0);
+    let steps = 4.0 * 150.0;
+    assert!(
+        value("kinitro_miner_action_latency_seconds_count{env=\"metaworld/reach-v3\"}") >= steps
+    );
+    assert!(value("kinitro_sim_step_seconds_count{env=\"metaworld/reach-v3\"}") >= steps);
+    assert!(value("kinitro_obs_encode_seconds_count") >= steps);
+    assert!(value("kinitro_miner_reset_latency_seconds_count") >= 4.0);
+    assert_eq!(value("kinitro_episodes_in_flight"), 0.0);
 }
 
 #[actix_web::test]

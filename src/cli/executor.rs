@@ -50,7 +50,11 @@ pub fn execute(
     init_logging(level, format, Some(&env))?;
     let assets = check_simulation(&config)?;
     actix_web::rt::System::new().block_on(async move {
-        let pools = Arc::new(Pools::start(&config, assets));
+        let metrics = Arc::new(crate::api::metrics::Metrics::new());
+        if let Some(addr) = &config.metrics_addr {
+            super::scheduler::serve_metrics(addr, metrics.clone())?;
+        }
+        let pools = Arc::new(Pools::start(&config, assets, Some(metrics)));
         tracing::info!(event = "executor_started", id = %config.executor_id, mode = "remote", pools = config.pools,
             slots = pools.slots(), env_ids = ?executor::served_tasks(&config).iter().map(|t| t.env_id()).collect::<Vec<_>>(),
             shard_index = config.shard_index, shard_count = config.shard_count, api = %config.api_url, "executor started");

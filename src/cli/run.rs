@@ -134,13 +134,17 @@ async fn serve(
     let scheduler = super::scheduler::prepare(config.scheduler.clone(), url)
         .await?
         .on_new_weights(std::sync::Arc::new(move || *cache.lock().unwrap() = None))
-        .with_metrics(metrics);
+        .with_metrics(metrics.clone());
     let scheduler = actix_web::rt::spawn(scheduler.run(super::scheduler::shutdown_signal()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let local = assets.map(|assets| {
         let queue = LocalQueue {
             executor_id: format!("local-{}", hex::encode(rand::random::<[u8; 4]>())),
-            pools: Arc::new(Pools::start(&config.executor, assets)),
+            pools: Arc::new(Pools::start(
+                &config.executor,
+                assets,
+                Some(metrics.clone()),
+            )),
             db: pool.clone(),
             filter: ClaimFilter {
                 env_ids: config.executor.env_ids.clone(),

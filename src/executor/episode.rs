@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::worker::{reset_body, Job, SimAnswer};
 use super::{guard, miner};
+use crate::api::metrics::Metrics;
 use crate::sim::env::MAX_STEPS;
 use crate::sim::task::Task;
 
@@ -47,6 +48,22 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// Skip the address guard.
     pub allow_private_endpoints: bool,
+}
+
+/// Records the executor metrics of one exchange (api.md 4.12) when a registry is attached.
+fn observe(metrics: Option<&Metrics>, env: &str, answer: &SimAnswer, step: bool) {
+    let Some(m) = metrics else { return };
+    if step {
+        m.sim_step
+            .get_or_create(&vec![("env", env.to_string())])
+            .observe(answer.timings[0]);
+    }
+    if answer.body.is_some() {
+        if answer.timings[1] > 0.0 {
+            m.render.observe(answer.timings[1]);
+        }
+        m.obs_encode.observe(answer.timings[2]);
+    }
 }
 
 /// Running sums of one episode.
@@ -101,16 +118,23 @@ async fn ask(
         .map_err(infra)
 }
 
-/// Runs one episode to its result; `id` names the episode on the worker, `stop` turns true when
-/// the executor gives up on in-flight episodes (shutdown).
-pub async fn run(
-    task: &EpisodeTask,
-    id: u64,
-    client: &awc::Client,
-    worker: &mpsc::Sender<Job>,
-    limits: &Limits,
-    stop: &watch::Receiver<bool>,
-) -> TaskResult {
+/// What an episode runs with: the pool's client and worker, the limits, the shutdown flag (true when
+/// the executor gives up on in-flight episodes) and the metrics registry.
+pub struct Context<'a> {
+    /// The pool's miner client.
+    pub client: &'a awc::Client,
+    /// The pool's episode worker.
+    pub worker: &'a mpsc::Sender<Job>,
+    /// Per-episode limits.
+    pub limits: &'a Limits,
+    /// Shutdown flag.
+    pub stop: &'a watch::Receiver<bool>,
+    /// Executor metrics.
+    pub metrics: Option<&'a Metrics>,
+}
+
+/// Runs one episode to its result; `id` names the episode on the worker.
+pub async fn run(task: &EpisodeTask, id: u64, cx: &Context<'_>) -> TaskResult {
     let mut p = Progress {
         timesteps: 0,
         total_reward: 0.0,
@@ -118,20 +142,22 @@ pub async fn run(
         round_trips: Vec::new(),
         miner_time: Duration::ZERO,
     };
-    let outcome = drive(task, id, client, worker, limits, stop, &mut p).await;
-    let _ = worker.send(Job::End { id });
-    p.result(task, outcome.err())
+    let outcome = drive(task, id, cx, &mut p).await;
+    let _ = cx.worker.send(Job::End { id });
+    let result = p.result(task, outcome.err());
+    if let Some(m) = cx.metrics {
+        m.episode(&result, "");
+    }
+    result
 }
 
 async fn drive(
     task: &EpisodeTask,
     id: u64,
-    client: &awc::Client,
-    worker: &mpsc::Sender<Job>,
-    limits: &Limits,
-    stop: &watch::Receiver<bool>,
+    cx: &Context<'_>,
     p: &mut Progress,
 ) -> Result<(), (String, FailureKind)> {
+    let (client, worker, limits, stop) = (cx.client, cx.worker, cx.limits, cx.stop);
     let kind = Task::from_env_id(&task.env_id)
         .ok_or_else(|| infra(format!("Unknown environment: {}", task.env_id)))?;
     guard::check_endpoint(&task.miner_endpoint, limits.allow_private_endpoints)
@@ -149,6 +175,9 @@ async fn drive(
     .await
     .map_err(miner_fault)?;
     p.miner_time += rt;
+    if let Some(m) = cx.metrics {
+        m.reset_latency.observe(rt.as_secs_f64());
+    }
     let sim_seed = task.sim_seed;
     let mut answer = ask(worker, |reply| Job::Reset {
         id,
@@ -157,6 +186,7 @@ async fn drive(
         reply,
     })
     .await?;
+    observe(cx.metrics, &task.env_id, &answer, false);
     let steps = limits.max_timesteps.min(MAX_STEPS);
     for t in 0..steps {
         if *stop.borrow() {
@@ -182,6 +212,11 @@ async fn drive(
         .map_err(miner_fault)?;
         p.round_trips.push(rt);
         p.miner_time += rt;
+        if let Some(m) = cx.metrics {
+            m.action_latency
+                .get_or_create(&vec![("env", task.env_id.clone())])
+                .observe(rt.as_secs_f64());
+        }
         let native = action.native();
         let observe = t + 1 < steps;
         answer = ask(worker, |reply| Job::Step {
@@ -191,6 +226,7 @@ async fn drive(
             reply,
         })
         .await?;
+        self::observe(cx.metrics, &task.env_id, &answer, true);
         p.timesteps = t + 1;
         p.total_reward += answer.reward;
         p.success |= answer.success;

@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 use episode::{EpisodeTask, Limits};
 use worker::{Job, ObsOptions};
 
+use crate::api::metrics::Metrics;
 use crate::config::executor::ExecutorConfig;
 
 thread_local! {
@@ -42,12 +43,13 @@ pub struct Pools {
     limits: Limits,
     next_episode: AtomicU64,
     stop: watch::Sender<bool>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Pools {
     /// Starts `config.pools` pools of `config.episodes_per_pool` slots (must run inside an actix
-    /// system).
-    pub fn start(config: &ExecutorConfig, assets: PathBuf) -> Self {
+    /// system), recording the executor metrics into `metrics`.
+    pub fn start(config: &ExecutorConfig, assets: PathBuf, metrics: Option<Arc<Metrics>>) -> Self {
         let options = ObsOptions {
             images: config.use_images,
             privileged_state: config.privileged_state,
@@ -72,6 +74,7 @@ impl Pools {
             },
             next_episode: AtomicU64::new(1),
             stop: watch::channel(false).0,
+            metrics,
         }
     }
 
@@ -114,19 +117,33 @@ impl Pools {
         pool.in_flight.fetch_add(1, Ordering::SeqCst);
         let id = self.next_episode.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let (worker, limits, stop, in_flight) = (
+        let (worker, limits, stop, in_flight, metrics) = (
             pool.worker.clone(),
             self.limits.clone(),
             self.stop.subscribe(),
             pool.in_flight.clone(),
+            self.metrics.clone(),
         );
+        if let Some(m) = &metrics {
+            m.episodes_in_flight.inc();
+        }
         let fallback = task.task_uuid.clone();
         pool.arbiter.spawn_fn(move || {
             actix_web::rt::spawn(async move {
                 let client = MINER_CLIENT.with(Clone::clone);
                 let started = std::time::Instant::now();
-                let result = episode::run(&task, id, &client, &worker, &limits, &stop).await;
+                let cx = episode::Context {
+                    client: &client,
+                    worker: &worker,
+                    limits: &limits,
+                    stop: &stop,
+                    metrics: metrics.as_deref(),
+                };
+                let result = episode::run(&task, id, &cx).await;
                 in_flight.fetch_sub(1, Ordering::SeqCst);
+                if let Some(m) = &metrics {
+                    m.episodes_in_flight.dec();
+                }
                 tracing::info!(
                     event = "episode_finished", task = %task.task_uuid, uid = task.miner_uid, env = %task.env_id,
                     success = result.success, timesteps = result.timesteps, error = result.error.as_deref(),

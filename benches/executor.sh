@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Executor throughput (issue 6): one `kinitro executor` process against `kinitro run` (API + scheduler,
+# no local executor) and reference miners from `kinitro miner serve --delay-ms N`.
+#
+# For each case (images on/off × miner delay 0/20 ms × K) it runs one cycle of pick-place episodes and
+# reports episodes/s, env steps/s and the executor's own CPU time per step (from /proc, so the miners'
+# CPU is excluded). The baseline — physics + rendering measured alone in the same run — comes from
+# `kinitro env test` (in-process, no HTTP, no encoding).
+#
+# Usage: benches/executor.sh [EPISODES_PER_CASE] [STEPS]   (defaults 16 episodes of 100 steps)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EPISODES="${1:-16}"
+STEPS="${2:-100}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kinitro-target}"
+cargo build --release --quiet
+BIN="$CARGO_TARGET_DIR/release/kinitro"
+WORK="$(mktemp -d /tmp/kinitro-exbench-XXXX)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+echo "== baseline (in-process, pick-place, zero policy, $STEPS steps) =="
+for images in --no-images ""; do
+  "$BIN" env test metaworld/pick-place-v3 --policy zero --episodes 4 --max-steps "$STEPS" $images --json |
+    tail -1 | python3 -c 'import json,sys; d=json.load(sys.stdin); r=d["render_ms_mean"]; print("images %-3s %7.0f env steps/s physics, render %s ms/step" % ("on" if r else "off", d["steps_per_second"], "%.2f" % r if r else "-"))'
+done
+
+run_case() { # images(true|false) delay_ms K
+  local images=$1 delay=$2 k=$3 api_port miners_file="$WORK/miners-$1-$2-$3.toml"
+  : > "$miners_file"
+  for uid in 0 1 2 3; do
+    local p; p=$(free_port)
+    "$BIN" miner serve --policy zero --port "$p" --delay-ms "$delay" >/dev/null 2>&1 & PIDS+=($!)
+    printf '[[miners]]\nuid = %d\nhotkey = "hk%d"\nendpoint = "http://127.0.0.1:%d"\ncommit_block = %d\n\n' "$uid" "$uid" "$p" "$((100 + uid))" >> "$miners_file"
+  done
+  api_port=$(free_port)
+  KINITRO_EXECUTOR_POOLS=0 KINITRO_SCHEDULER_EPISODES_PER_ENV=$((EPISODES / 4)) \
+    KINITRO_SCHEDULER_ENV_IDS=metaworld/pick-place-v3 KINITRO_SCHEDULER_POLL_INTERVAL_SECONDS=1 \
+    "$BIN" run --no-auth --data-dir "$WORK/data-$images-$delay-$k" --port "$api_port" --miners-file "$miners_file" \
+    >"$WORK/run.log" 2>&1 & local run_pid=$!; PIDS+=($run_pid)
+  until curl -sf "http://127.0.0.1:$api_port/health" >/dev/null; do sleep 0.2; done
+  until [ "$(curl -s "http://127.0.0.1:$api_port/v1/tasks/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_tasks"])')" -ge "$EPISODES" ]; do sleep 0.2; done
+  KINITRO_EXECUTOR_USE_IMAGES=$images KINITRO_EXECUTOR_EPISODES_PER_POOL=$k KINITRO_EXECUTOR_MAX_TIMESTEPS=$STEPS \
+    KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS=true KINITRO_EXECUTOR_SPOOL_DIR="$WORK/spool" KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS=0.2 \
+    "$BIN" executor --api-url "http://127.0.0.1:$api_port" >"$WORK/executor.log" 2>&1 & local ex_pid=$!; PIDS+=($ex_pid)
+  sleep 0.5
+  local start end ticks0 ticks1 done_count=0
+  ticks0=$(cpu_ticks "$ex_pid"); start=$(date +%s.%N)
+  while [ "$done_count" -lt "$EPISODES" ]; do
+    sleep 0.2
+    done_count=$(curl -s "http://127.0.0.1:$api_port/v1/tasks/stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["completed_tasks"] + d["failed_tasks"])')
+  done
+  end=$(date +%s.%N); ticks1=$(cpu_ticks "$ex_pid")
+  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" <<'EOF'
+import sys
+images, delay, k, start, end, t0, t1, tick, episodes, steps = sys.argv[1:]
+wall = float(end) - float(start); cpu = (int(t1) - int(t0)) / int(tick); n = int(episodes) * int(steps)
+print(f"images {'on ' if images == 'true' else 'off'} delay {int(delay):>2} ms K {int(k):>3}: "
+      f"{int(episodes) / wall:6.2f} episodes/s {n / wall:8.0f} env steps/s  executor CPU {1e3 * cpu / n:6.3f} ms/step")
+EOF
+  echo "  miner timeouts: $(grep -c "Miner action timeout" "$WORK/executor.log" || true)"
+  kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true
+}
+
+echo "== executor (4 zero-policy miners, $EPISODES episodes of $STEPS steps, pick-place) =="
+for delay in 0 20; do run_case true "$delay" 8; done
+for delay in 0 20; do run_case false "$delay" 64; done
