@@ -7,15 +7,18 @@
 # CPU is excluded). The baseline — physics + rendering measured alone in the same run — comes from
 # `kinitro env test` (in-process, no HTTP, no encoding).
 #
-# Usage: benches/executor.sh [EPISODES_PER_CASE] [STEPS]   (defaults 16 episodes of 100 steps)
+# Usage: benches/executor.sh [EPISODES_WITH_IMAGES] [STEPS] [EPISODES_WITHOUT_IMAGES]
+#        (defaults 16 and 128 episodes of 100 steps: enough to fill the slots of each case)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPISODES="${1:-16}"
 STEPS="${2:-100}"
+EPISODES_OFF="${3:-128}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kinitro-target}"
 cargo build --release --quiet
 BIN="$CARGO_TARGET_DIR/release/kinitro"
 WORK="$(mktemp -d /tmp/kinitro-exbench-XXXX)"
+chmod 755 "$WORK" # the managed PostgreSQL runs as the postgres user when root
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -30,8 +33,8 @@ for images in --no-images ""; do
     tail -1 | python3 -c 'import json,sys; d=json.load(sys.stdin); r=d["render_ms_mean"]; print("images %-3s %7.0f env steps/s physics, render %s ms/step" % ("on" if r else "off", d["steps_per_second"], "%.2f" % r if r else "-"))'
 done
 
-run_case() { # images(true|false) delay_ms K
-  local images=$1 delay=$2 k=$3 api_port miners_file="$WORK/miners-$1-$2-$3.toml"
+run_case() { # images(true|false) delay_ms K episodes
+  local images=$1 delay=$2 k=$3 EPISODES=$4 api_port miners_file="$WORK/miners-$1-$2-$3.toml"
   : > "$miners_file"
   for uid in 0 1 2 3; do
     local p; p=$(free_port)
@@ -43,7 +46,7 @@ run_case() { # images(true|false) delay_ms K
     KINITRO_SCHEDULER_ENV_IDS=metaworld/pick-place-v3 KINITRO_SCHEDULER_POLL_INTERVAL_SECONDS=1 \
     "$BIN" run --no-auth --data-dir "$WORK/data-$images-$delay-$k" --port "$api_port" --miners-file "$miners_file" \
     >"$WORK/run.log" 2>&1 & local run_pid=$!; PIDS+=($run_pid)
-  until curl -sf "http://127.0.0.1:$api_port/health" >/dev/null; do sleep 0.2; done
+  until curl -sf "http://127.0.0.1:$api_port/health" >/dev/null; do kill -0 "$run_pid" || { cat "$WORK/run.log"; exit 1; }; sleep 0.2; done
   until [ "$(curl -s "http://127.0.0.1:$api_port/v1/tasks/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_tasks"])')" -ge "$EPISODES" ]; do sleep 0.2; done
   KINITRO_EXECUTOR_USE_IMAGES=$images KINITRO_EXECUTOR_EPISODES_PER_POOL=$k KINITRO_EXECUTOR_MAX_TIMESTEPS=$STEPS \
     KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS=true KINITRO_EXECUTOR_SPOOL_DIR="$WORK/spool" KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS=0.2 \
@@ -60,13 +63,13 @@ run_case() { # images(true|false) delay_ms K
 import sys
 images, delay, k, start, end, t0, t1, tick, episodes, steps = sys.argv[1:]
 wall = float(end) - float(start); cpu = (int(t1) - int(t0)) / int(tick); n = int(episodes) * int(steps)
-print(f"images {'on ' if images == 'true' else 'off'} delay {int(delay):>2} ms K {int(k):>3}: "
+print(f"images {'on ' if images == 'true' else 'off'} delay {int(delay):>2} ms K {int(k):>3} ({episodes} episodes): "
       f"{int(episodes) / wall:6.2f} episodes/s {n / wall:8.0f} env steps/s  executor CPU {1e3 * cpu / n:6.3f} ms/step")
 EOF
   echo "  miner timeouts: $(grep -c "Miner action timeout" "$WORK/executor.log" || true)"
   kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true
 }
 
-echo "== executor (4 zero-policy miners, $EPISODES episodes of $STEPS steps, pick-place) =="
-for delay in 0 20; do run_case true "$delay" 8; done
-for delay in 0 20; do run_case false "$delay" 64; done
+echo "== executor (4 zero-policy miners, episodes of $STEPS steps, pick-place) =="
+for delay in 0 20; do run_case true "$delay" 8 "$EPISODES"; done
+for delay in 0 20; do run_case false "$delay" 64 "$EPISODES_OFF"; done
