@@ -20,7 +20,9 @@ pub fn client() -> awc::Client {
         .disable_redirects()
         .disable_timeout()
         .no_default_headers()
-        .connector(awc::Connector::new().timeout(CONNECT_TIMEOUT))
+        // No connection cap: the pool's slots already bound the connections (one per episode), and
+        // awc's default of 100 would queue episodes of a pool with more slots.
+        .connector(awc::Connector::new().timeout(CONNECT_TIMEOUT).limit(0))
         .finish()
 }
 

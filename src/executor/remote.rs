@@ -305,7 +305,14 @@ async fn fetch_loop(
                     .as_array()
                     .map(|a| {
                         a.iter()
-                            .filter_map(|t| serde_json::from_value(t.clone()).ok())
+                            .filter_map(|t| {
+                                serde_json::from_value(t.clone())
+                                    .map_err(|e| {
+                                        // Left to the stale reaper, which returns it to the pool.
+                                        tracing::error!(task = %t, error = %e, "claimed task not understood")
+                                    })
+                                    .ok()
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
