@@ -14,16 +14,51 @@ pub const RESET_LIMIT: usize = 64 * 1024;
 /// Connect (and TLS) timeout, not charged to the miner's budgets.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An awc client for miner endpoints.
-pub fn client() -> awc::Client {
-    awc::Client::builder()
+/// An awc client for miner endpoints. With the address guard on, its connector resolves hosts
+/// itself and refuses non-public answers, so it connects only to addresses it has checked (a DNS
+/// answer that changes after the episode's first check cannot reach inward).
+pub fn client(allow_private: bool) -> awc::Client {
+    // No connection cap: the pool's slots already bound the connections (one per episode), and
+    // awc's default of 100 would queue episodes of a pool with more slots.
+    let connector = awc::Connector::new().timeout(CONNECT_TIMEOUT).limit(0);
+    let builder = awc::Client::builder()
         .disable_redirects()
         .disable_timeout()
-        .no_default_headers()
-        // No connection cap: the pool's slots already bound the connections (one per episode), and
-        // awc's default of 100 would queue episodes of a pool with more slots.
-        .connector(awc::Connector::new().timeout(CONNECT_TIMEOUT).limit(0))
-        .finish()
+        .no_default_headers();
+    if allow_private {
+        builder.connector(connector).finish()
+    } else {
+        let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(
+            GuardedResolver,
+        ))
+        .service();
+        builder.connector(connector.connector(tcp)).finish()
+    }
+}
+
+/// Resolves a miner host and refuses it when any answer is non-public (executor.md 8).
+pub struct GuardedResolver;
+
+impl actix_tls::connect::Resolve for GuardedResolver {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures_util::future::LocalBoxFuture<
+        'a,
+        Result<Vec<std::net::SocketAddr>, Box<dyn std::error::Error>>,
+    > {
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host, port)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| !super::guard::public(a.ip())) {
+                return Err(
+                    format!("{host} resolves to a non-public address ({})", bad.ip()).into(),
+                );
+            }
+            Ok(addrs)
+        })
+    }
 }
 
 /// What went wrong with one call, before it is phrased for `/reset` or `/act`.
@@ -181,5 +216,35 @@ pub async fn act(
         Some(a) => Action::from_json(&a)
             .map(|a| (a, rt))
             .map_err(|d| format!("Miner action failed at step {t}: invalid action: {d}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_tls::connect::Resolve;
+
+    #[actix_web::test]
+    async fn the_connector_resolves_only_to_public_addresses() {
+        let err = GuardedResolver.lookup("localhost", 80).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("localhost resolves to a non-public address"),
+            "{err}"
+        );
+        // Through the guarded client: the refusal is a connection error, nothing is sent.
+        let e = reset(
+            &client(false),
+            "http://localhost:9",
+            "ep",
+            bytes::Bytes::from_static(b"{}"),
+            5.0,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.starts_with("Miner reset failed: connection error") && e.contains("non-public"),
+            "{e}"
+        );
     }
 }

@@ -26,8 +26,9 @@ use crate::api::metrics::Metrics;
 use crate::config::executor::ExecutorConfig;
 
 thread_local! {
-    /// The pool's miner client, one per arbiter thread (awc clients are not `Send`).
-    static MINER_CLIENT: awc::Client = miner::client();
+    /// The pool's miner client, one per arbiter thread (awc clients are not `Send`), created on
+    /// first use with the guard setting of the pools.
+    static MINER_CLIENT: std::cell::OnceCell<awc::Client> = const { std::cell::OnceCell::new() };
 }
 
 struct Pool {
@@ -130,7 +131,7 @@ impl Pools {
         let fallback = task.task_uuid.clone();
         pool.arbiter.spawn_fn(move || {
             actix_web::rt::spawn(async move {
-                let client = MINER_CLIENT.with(Clone::clone);
+                let client = MINER_CLIENT.with(|c| c.get_or_init(|| miner::client(limits.allow_private_endpoints)).clone());
                 let started = std::time::Instant::now();
                 let cx = episode::Context {
                     client: &client,
