@@ -116,12 +116,11 @@ pub fn probe(assets: &std::path::Path, tasks: &[Task], images: bool) -> Result<(
         let mut e = Env::new(*task, &model).map_err(|e| e.0)?;
         e.reset(0).map_err(|e| e.0)?;
         if images {
-            let mut cams = Cameras::new(&model).map_err(|e| {
-                format!("offscreen rendering unavailable: {e} (set KINITRO_EXECUTOR_USE_IMAGES=false to run without images)")
-            })?;
-            cams.render(e.sim()).map_err(|e| {
-                format!("offscreen rendering unavailable: {e} (set KINITRO_EXECUTOR_USE_IMAGES=false to run without images)")
-            })?;
+            Cameras::new(&model)
+                .and_then(|mut cams| cams.render(e.sim()))
+                .map_err(|e| {
+                    format!("offscreen rendering unavailable: {e} (set KINITRO_EXECUTOR_USE_IMAGES=false to run without images)")
+                })?;
         }
     }
     Ok(())
