@@ -170,7 +170,8 @@ pub async fn submit(
                 duplicates += 1;
                 state.metrics.task_event("duplicate", 1);
             }
-            SubmitOutcome::Rejected(m) => {
+            // A per-result database error is reported like any rejection; the executor retries it.
+            SubmitOutcome::Rejected(m) | SubmitOutcome::Unavailable(m) => {
                 rejected += 1;
                 state.metrics.task_event("rejected", 1);
                 errors.push(m);

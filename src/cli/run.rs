@@ -13,7 +13,6 @@ use std::sync::Arc;
 use crate::config::miner::{MinerConfig, PolicyKind};
 use crate::config::run::{RunConfig, RunFlags};
 use crate::config::{Env, LogFormat, LogLevel};
-use crate::db::tasks::ClaimFilter;
 use crate::db::{self, managed};
 use crate::executor::local::LocalQueue;
 use crate::executor::Pools;
@@ -135,7 +134,9 @@ async fn serve(
         .await?
         .on_new_weights(std::sync::Arc::new(move || *cache.lock().unwrap() = None))
         .with_metrics(metrics.clone());
-    let scheduler = actix_web::rt::spawn(scheduler.run(super::scheduler::shutdown_signal()));
+    let scheduler = scheduler.start();
+    let (queue, work_available) = (scheduler.queue.clone(), scheduler.work_available.clone());
+    let scheduler = actix_web::rt::spawn(scheduler.wait(super::scheduler::shutdown_signal()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let local = assets.map(|assets| {
         let queue = LocalQueue {
@@ -145,8 +146,9 @@ async fn serve(
                 assets,
                 Some(metrics.clone()),
             )),
-            db: pool.clone(),
-            filter: ClaimFilter {
+            queue,
+            work_available,
+            filter: kinitro_actors::ports::TaskFilter {
                 env_ids: config.executor.env_ids.clone(),
                 shard: (config.executor.shard_count > 1).then_some((
                     config.executor.shard_index as i32,

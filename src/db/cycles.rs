@@ -6,8 +6,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use kinitro_actors::registry::{ClassifiedMiner, MinerStatus};
-use kinitro_actors::scoring::aggregate::{EpisodeOutcome, FailureKind, PairStats};
+use kinitro_actors::ports::{CreatedCycle, CycleDraft, CycleRecord, Heartbeat, TaskDraft};
+use kinitro_actors::registry::MinerStatus;
+use kinitro_actors::scoring::aggregate::{EpisodeOutcome, FailureKind};
 use serde_json::{json, Value};
 
 use super::connect::DbError;
@@ -17,51 +18,39 @@ use super::{Count, StatusCount};
 /// Largest multi-row INSERT (stays under PostgreSQL's bind-parameter limit).
 const INSERT_CHUNK: usize = 1000;
 
-/// `evaluation_cycles.registry_source`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegistrySource {
-    /// The chain.
-    Chain,
-    /// A miners file.
-    File,
+/// One task row to insert.
+#[derive(Insertable)]
+#[diesel(table_name = task_pool)]
+struct NewTask<'a> {
+    task_uuid: &'a str,
+    cycle_id: i32,
+    miner_uid: i32,
+    miner_hotkey: &'a str,
+    miner_endpoint: &'a str,
+    miner_repo: Option<&'a str>,
+    miner_revision: Option<&'a str>,
+    env_id: &'a str,
+    seed: i32,
+    sim_seed: i64,
+    max_attempts: i32,
 }
 
-impl RegistrySource {
-    /// Column spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Chain => "chain",
-            Self::File => "file",
+impl<'a> NewTask<'a> {
+    fn new(cycle_id: i32, t: &'a TaskDraft) -> Self {
+        Self {
+            task_uuid: &t.task_uuid,
+            cycle_id,
+            miner_uid: t.miner_uid,
+            miner_hotkey: &t.miner_hotkey,
+            miner_endpoint: &t.miner_endpoint,
+            miner_repo: t.miner_repo.as_deref(),
+            miner_revision: t.miner_revision.as_deref(),
+            env_id: &t.env_id,
+            seed: t.seed,
+            sim_seed: t.sim_seed,
+            max_attempts: t.max_attempts,
         }
     }
-}
-
-/// One task row to insert.
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = task_pool)]
-pub struct NewTask {
-    /// UUID v4 text.
-    pub task_uuid: String,
-    /// Cycle (set by [`create_cycle`]).
-    pub cycle_id: i32,
-    /// Miner uid.
-    pub miner_uid: i32,
-    /// Miner hotkey.
-    pub miner_hotkey: String,
-    /// Base URL.
-    pub miner_endpoint: String,
-    /// Repo.
-    pub miner_repo: Option<String>,
-    /// Revision.
-    pub miner_revision: Option<String>,
-    /// Env.
-    pub env_id: String,
-    /// Public seed.
-    pub seed: i32,
-    /// Secret seed (u64 bits).
-    pub sim_seed: i64,
-    /// Claims allowed.
-    pub max_attempts: i32,
 }
 
 #[derive(Insertable)]
@@ -80,44 +69,17 @@ struct NewMiner<'a> {
     status_reason: Option<&'a str>,
 }
 
-/// The start of a cycle: block, env list and the classified snapshot.
-#[derive(Debug, Clone)]
-pub struct NewCycle<'a> {
-    /// Block of the snapshot.
-    pub block: i64,
-    /// Env ids in order.
-    pub env_ids: &'a [String],
-    /// Episodes per (miner, env).
-    pub episodes_per_env: i32,
-    /// Where the miners came from.
-    pub source: RegistrySource,
-    /// Every snapshot entry.
-    pub miners: &'a [ClassifiedMiner],
-}
-
-/// What [`create_cycle`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatedCycle {
-    /// Cycle id.
-    pub id: i32,
-    /// Active miners (0: the cycle was failed with `no evaluable miners`).
-    pub active: usize,
-    /// Tasks inserted.
-    pub tasks: usize,
-}
-
 #[derive(QueryableByName)]
 struct Id {
     #[diesel(sql_type = Integer)]
     id: i32,
 }
 
-/// Writes the cycle row, the snapshot and the tasks made by `make_tasks(cycle_id)` in one
-/// transaction; a snapshot without an active miner fails the cycle with `no evaluable miners`.
+/// Writes the cycle row, the snapshot and the draft's tasks in one transaction; a snapshot without
+/// an active miner fails the cycle with `no evaluable miners`.
 pub async fn create_cycle(
     conn: &mut AsyncPgConnection,
-    cycle: &NewCycle<'_>,
-    make_tasks: impl FnOnce(i32) -> Vec<NewTask> + Send,
+    cycle: &CycleDraft,
 ) -> Result<CreatedCycle, DbError> {
     let active = cycle
         .miners
@@ -167,7 +129,7 @@ pub async fn create_cycle(
                 .await?;
                 return Ok(CreatedCycle { id: row.id, active: 0, tasks: 0 });
             }
-            let tasks = make_tasks(row.id);
+            let tasks: Vec<NewTask> = cycle.tasks.iter().map(|t| NewTask::new(row.id, t)).collect();
             for chunk in tasks.chunks(INSERT_CHUNK) {
                 diesel::insert_into(task_pool::table).values(chunk).execute(conn).await?;
             }
@@ -322,30 +284,8 @@ struct NewScore {
     episodes_excluded: i32,
 }
 
-/// Everything a completed cycle stores.
-#[derive(Debug, Clone)]
-pub struct CycleResult<'a> {
-    /// Cycle.
-    pub cycle_id: i32,
-    /// Its block.
-    pub block: i64,
-    /// Score rows (counted pairs only).
-    pub scores: &'a [PairStats],
-    /// Hotkey per uid from the snapshot (`unknown` when absent).
-    pub hotkeys: &'a std::collections::BTreeMap<u32, String>,
-    /// `{"<uid>": weight}`.
-    pub weights: Value,
-    /// `{"uids": [...], "values": [...]}`.
-    pub weights_u16: Value,
-    /// Frontier uids ascending.
-    pub frontier: Vec<u32>,
-}
-
 /// Stores scores, weights and the frontier and completes the cycle, in one transaction.
-pub async fn complete_cycle(
-    conn: &mut AsyncPgConnection,
-    r: &CycleResult<'_>,
-) -> Result<(), DbError> {
+pub async fn complete_cycle(conn: &mut AsyncPgConnection, r: &CycleRecord) -> Result<(), DbError> {
     let scores: Vec<NewScore> = r
         .scores
         .iter()
@@ -405,27 +345,6 @@ pub async fn last_block(conn: &mut AsyncPgConnection) -> Result<Option<i64>, DbE
     Ok(b.b)
 }
 
-/// The heartbeat row (database.md 2.7).
-#[derive(Debug, Clone)]
-pub struct Heartbeat {
-    /// Last block read.
-    pub current_block: Option<i64>,
-    /// Last chain read succeeded.
-    pub chain_ok: bool,
-    /// Last chain error.
-    pub chain_error: Option<String>,
-    /// Registry source.
-    pub source: RegistrySource,
-    /// Env list.
-    pub env_ids: Vec<String>,
-    /// Pause between cycles.
-    pub eval_interval_seconds: i32,
-    /// Heartbeat period.
-    pub heartbeat_interval_seconds: i32,
-    /// Next cycle start (`None` while a cycle runs).
-    pub next_cycle_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
 /// Upserts the heartbeat with `heartbeat_at = now()`; an unknown block keeps the stored one.
 pub async fn write_heartbeat(conn: &mut AsyncPgConnection, h: &Heartbeat) -> Result<(), DbError> {
     diesel::sql_query(
@@ -445,7 +364,9 @@ pub async fn write_heartbeat(conn: &mut AsyncPgConnection, h: &Heartbeat) -> Res
     .bind::<Jsonb, _>(json!(h.env_ids))
     .bind::<Integer, _>(h.eval_interval_seconds)
     .bind::<Integer, _>(h.heartbeat_interval_seconds)
-    .bind::<Nullable<diesel::sql_types::Timestamptz>, _>(h.next_cycle_at)
+    .bind::<Nullable<diesel::sql_types::Timestamptz>, _>(
+        h.next_cycle_at.map(chrono::DateTime::<chrono::Utc>::from),
+    )
     .execute(conn)
     .await?;
     Ok(())

@@ -9,6 +9,7 @@ pub mod managed;
 pub mod migrate;
 pub mod schema;
 pub mod status;
+pub mod store;
 pub mod tasks;
 
 pub use connect::{connect, pool, DbError, DbPool};

@@ -73,14 +73,8 @@ fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
-/// Which pending tasks a claimer wants.
-#[derive(Debug, Clone, Default)]
-pub struct ClaimFilter {
-    /// Only these env ids (`None` or empty: any).
-    pub env_ids: Option<Vec<String>>,
-    /// Only `miner_uid % count == index`.
-    pub shard: Option<(i32, i32)>,
-}
+/// Which pending tasks a claimer wants (the core's filter).
+pub use kinitro_actors::ports::TaskFilter as ClaimFilter;
 
 const CLAIMED_COLUMNS: &str = "task_pool.id, task_pool.task_uuid, task_pool.cycle_id, task_pool.miner_uid, \
     task_pool.miner_hotkey, task_pool.miner_endpoint, task_pool.miner_repo, task_pool.miner_revision, \
@@ -178,21 +172,7 @@ struct StateRow {
     last_submitted_attempt: Option<i32>,
 }
 
-/// The outcome of one submitted result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubmitOutcome {
-    /// Applied as a terminal result.
-    Accepted {
-        /// The new status (`completed` or `failed`).
-        status: String,
-    },
-    /// An infrastructure failure put the task back to pending.
-    Requeued,
-    /// Already applied earlier.
-    Duplicate,
-    /// Refused, with the message for `errors`.
-    Rejected(String),
-}
+pub use kinitro_actors::ports::SubmitOutcome;
 
 /// Applies one result in its own transaction (database.md 4.4); a database error rejects only it.
 pub async fn submit_one(
@@ -207,7 +187,7 @@ pub async fn submit_one(
         .await;
     outcome.unwrap_or_else(|e| {
         tracing::warn!(task = %result.task_uuid, error = %e, "submission failed");
-        SubmitOutcome::Rejected(format!("Task {}: database error", result.task_uuid))
+        SubmitOutcome::Unavailable(format!("Task {}: database error", result.task_uuid))
     })
 }
 

@@ -1,31 +1,36 @@
-//! Local mode (executor.md 4), inside `kinitro run`: the task queue claims from PostgreSQL as many
-//! tasks as there are free slots (`FOR UPDATE SKIP LOCKED`, under `local-<8 hex>`), hands them to the
-//! pools and commits each result with the submit procedure before it counts.
+//! Local mode (executor.md 4), inside `kinitro run`: the scheduler's TaskQueueActor claims from
+//! PostgreSQL as many tasks as there are free slots (`FOR UPDATE SKIP LOCKED`, under
+//! `local-<8 hex>`), this feeder hands them to the pools and reports each result back to the queue,
+//! which commits it with the submit procedure before it counts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Addr;
+use kinitro_actors::messages::{Claim, Report};
+use kinitro_actors::ports::TaskFilter;
+use kinitro_actors::task_queue_actor::TaskQueueActor;
 use kinitro_actors::tasks::TaskResult;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::episode::EpisodeTask;
 use super::Pools;
-use crate::db::tasks::{self, ClaimFilter, SubmitOutcome};
-use crate::db::DbPool;
 
-/// Pause after a database error.
+/// Pause after a failed claim.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// The local task queue: claims, runs and commits until `stop` turns true.
+/// The local feeder: claims, runs and reports until `stop` turns true.
 pub struct LocalQueue {
     /// The executor id the claims are made under.
     pub executor_id: String,
     /// Pools running the episodes.
     pub pools: Arc<Pools>,
-    /// The database.
-    pub db: DbPool,
+    /// The scheduler's task queue.
+    pub queue: Addr<TaskQueueActor>,
+    /// Woken when a cycle's tasks are enqueued.
+    pub work_available: Arc<Notify>,
     /// Env and shard filter.
-    pub filter: ClaimFilter,
+    pub filter: TaskFilter,
     /// Wait when there was nothing to claim.
     pub poll_interval: Duration,
 }
@@ -68,6 +73,7 @@ impl LocalQueue {
             while running.try_join_next().is_some() {}
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = this.work_available.notified() => {}
                 _ = stop.changed() => {}
                 Some(_) = running.join_next(), if !running.is_empty() => {}
             }
@@ -80,9 +86,16 @@ impl LocalQueue {
     }
 
     async fn claim(&self, free: usize) -> Result<Vec<EpisodeTask>, String> {
-        let mut conn = self.db.get().await.map_err(|e| e.to_string())?;
-        let rows = tasks::claim(&mut conn, &self.executor_id, free as i64, &self.filter)
+        let claim = Claim {
+            executor_id: self.executor_id.clone(),
+            max: free,
+            filter: self.filter.clone(),
+        };
+        let rows = self
+            .queue
+            .send(claim)
             .await
+            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         Ok(rows
             .into_iter()
@@ -97,25 +110,15 @@ impl LocalQueue {
             .collect())
     }
 
-    /// Commits one result, retrying while the database is unreachable.
+    /// Reports one result; the queue commits it (retrying while the database is unreachable).
     async fn commit(&self, result: &TaskResult) {
-        for attempt in 0..60 {
-            let outcome = match self.db.get().await {
-                Ok(mut conn) => tasks::submit_one(&mut conn, &self.executor_id, result).await,
-                Err(e) => SubmitOutcome::Rejected(format!("database error: {e}")),
-            };
-            match outcome {
-                SubmitOutcome::Rejected(m) if m.contains("database error") => {
-                    tracing::warn!(task = %result.task_uuid, attempt, error = %m, "result not committed yet; retrying");
-                    tokio::time::sleep(RETRY).await;
-                }
-                SubmitOutcome::Rejected(m) => {
-                    tracing::warn!(task = %result.task_uuid, reason = %m, "result rejected");
-                    return;
-                }
-                _ => return,
-            }
+        let report = Report {
+            executor_id: self.executor_id.clone(),
+            result: result.clone(),
+        };
+        if let Err(e) = self.queue.send(report).await {
+            tracing::error!(task = %result.task_uuid, error = %e,
+                "the task queue is gone; the stale reaper will re-queue the task");
         }
-        tracing::error!(task = %result.task_uuid, "result not committed after 60 attempts; the stale reaper will re-queue the task");
     }
 }
