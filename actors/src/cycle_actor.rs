@@ -8,7 +8,7 @@
 //! once (its pending work is dropped, nothing more is written) and reports [`SchedulerExit::LockLost`].
 
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -74,6 +74,7 @@ pub struct CyclePeers {
 struct Running {
     id: i32,
     block: i64,
+    started: Instant,
     miners: Vec<ClassifiedMiner>,
     timeout: SpawnHandle,
 }
@@ -351,6 +352,7 @@ impl CycleActor {
         self.phase = Phase::Running(Running {
             id,
             block,
+            started: Instant::now(),
             miners: snapshot.miners,
             timeout,
         });
@@ -437,7 +439,7 @@ impl Handler<CycleFinished> for CycleActor {
             block: running.block,
             miners: running.miners,
         });
-        let cycle_id = running.id;
+        let (cycle_id, started) = (running.id, running.started);
         ctx.spawn(scoring.into_actor(self).map(move |scored, act, ctx| {
             if matches!(act.phase, Phase::Stopping) {
                 return;
@@ -445,7 +447,7 @@ impl Handler<CycleFinished> for CycleActor {
             match scored.map_err(|e| e.to_string()).and_then(|r| r) {
                 Ok(summary) => {
                     tracing::info!(event = "cycle_completed", cycle_id,
-                        miners_scored = summary.miners_scored, frontier = summary.frontier,
+                        duration_s = started.elapsed().as_secs_f64(), miners_scored = summary.miners_scored, frontier = summary.frontier,
                         top_weights = ?summary.top, "cycle completed");
                     act.schedule_next(act.config.eval_interval, ctx);
                 }

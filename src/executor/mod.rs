@@ -1,47 +1,44 @@
 //! The executor (spec: executor.md, miner-protocol.md): pools that turn tasks into episode results.
 //!
-//! N pools, each an actix arbiter (its own thread and single-threaded runtime) running the miner
-//! HTTP I/O and the episode state machines, and owning one episode worker thread for all MuJoCo work.
-//! Up to K episodes per pool are in flight; a task goes to the pool with the most free slots.
+//! N [`pool::ExecutorPool`] actors, each on its own actix arbiter (its own thread and single-threaded
+//! runtime) running the miner HTTP I/O and the episode state machines, and owning one episode worker
+//! thread for all MuJoCo work. Up to K episodes per pool are in flight; [`Pools`] sends each task to
+//! the pool with the most free slots.
 //! Task sources and result sinks live in [`remote`] (`kinitro executor`) and [`local`] (`kinitro run`).
 
 pub mod episode;
 pub mod guard;
 pub mod local;
 pub mod miner;
+pub mod pool;
 pub mod remote;
 pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
+use actix::{Actor, Addr};
 use kinitro_actors::tasks::TaskResult;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use episode::{EpisodeTask, Limits};
-use worker::{Job, ObsOptions};
+use pool::{ExecutorPool, PoolParts, RunTask};
+use worker::ObsOptions;
 
 use crate::api::metrics::Metrics;
 use crate::config::executor::ExecutorConfig;
 
-thread_local! {
-    /// The pool's miner client, one per arbiter thread (awc clients are not `Send`), created on
-    /// first use with the guard setting of the pools.
-    static MINER_CLIENT: std::cell::OnceCell<awc::Client> = const { std::cell::OnceCell::new() };
-}
-
 struct Pool {
     arbiter: actix_rt::Arbiter,
-    worker: mpsc::Sender<Job>,
+    addr: Addr<ExecutorPool>,
     in_flight: Arc<AtomicUsize>,
 }
 
-/// The executor's pools.
+/// The executor's pools and the slot accounting that picks one per task.
 pub struct Pools {
     pools: Vec<Pool>,
     per_pool: usize,
-    limits: Limits,
     next_episode: AtomicU64,
     stop: watch::Sender<bool>,
     metrics: Option<Arc<Metrics>>,
@@ -55,26 +52,41 @@ impl Pools {
             images: config.use_images,
             privileged_state: config.privileged_state,
         };
+        let limits = Limits {
+            max_timesteps: config.max_timesteps,
+            action_timeout: config.action_timeout.0,
+            reset_timeout: config.reset_timeout.0,
+            eval_timeout: config.eval_timeout.0,
+            max_response_bytes: config.max_response_bytes,
+            allow_private_endpoints: config.allow_private_endpoints,
+        };
+        let stop = watch::channel(false).0;
         let pools = (0..config.pools.max(1))
-            .map(|i| Pool {
-                arbiter: actix_rt::Arbiter::new(),
-                worker: worker::spawn(assets.clone(), options, format!("episode-worker-{i}")),
-                in_flight: Arc::new(AtomicUsize::new(0)),
+            .map(|i| {
+                let arbiter = actix_rt::Arbiter::new();
+                let in_flight = Arc::new(AtomicUsize::new(0));
+                let parts = PoolParts {
+                    worker: worker::spawn(assets.clone(), options, format!("episode-worker-{i}")),
+                    limits: limits.clone(),
+                    stop: stop.subscribe(),
+                    in_flight: in_flight.clone(),
+                    metrics: metrics.clone(),
+                };
+                let addr = ExecutorPool::start_in_arbiter(&arbiter.handle(), move |_| {
+                    ExecutorPool::new(parts)
+                });
+                Pool {
+                    arbiter,
+                    addr,
+                    in_flight,
+                }
             })
             .collect();
         Self {
             pools,
             per_pool: config.episodes_per_pool.max(1) as usize,
-            limits: Limits {
-                max_timesteps: config.max_timesteps,
-                action_timeout: config.action_timeout.0,
-                reset_timeout: config.reset_timeout.0,
-                eval_timeout: config.eval_timeout.0,
-                max_response_bytes: config.max_response_bytes,
-                allow_private_endpoints: config.allow_private_endpoints,
-            },
             next_episode: AtomicU64::new(1),
-            stop: watch::channel(false).0,
+            stop,
             metrics,
         }
     }
@@ -116,56 +128,35 @@ impl Pools {
             .min_by_key(|p| p.in_flight.load(Ordering::SeqCst)) // most free slots, lowest index on ties
             .expect("at least one pool");
         pool.in_flight.fetch_add(1, Ordering::SeqCst);
-        let id = self.next_episode.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let (worker, limits, stop, in_flight, metrics) = (
-            pool.worker.clone(),
-            self.limits.clone(),
-            self.stop.subscribe(),
-            pool.in_flight.clone(),
-            self.metrics.clone(),
-        );
-        if let Some(m) = &metrics {
+        let episode_id = self.next_episode.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
             m.episodes_in_flight.inc();
         }
         let fallback = task.task_uuid.clone();
-        pool.arbiter.spawn_fn(move || {
-            actix_web::rt::spawn(async move {
-                let client = MINER_CLIENT.with(|c| c.get_or_init(|| miner::client(limits.allow_private_endpoints)).clone());
-                let started = std::time::Instant::now();
-                let cx = episode::Context {
-                    client: &client,
-                    worker: &worker,
-                    limits: &limits,
-                    stop: &stop,
-                    metrics: metrics.as_deref(),
-                };
-                let result = episode::run(&task, id, &cx).await;
+        let (in_flight, metrics) = (pool.in_flight.clone(), self.metrics.clone());
+        let rx = pool.addr.send(RunTask { task, episode_id });
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                // The pool's arbiter stopped before answering: the pool cannot count this one down.
                 in_flight.fetch_sub(1, Ordering::SeqCst);
                 if let Some(m) = &metrics {
                     m.episodes_in_flight.dec();
                 }
-                tracing::info!(
-                    event = "episode_finished", task = %task.task_uuid, uid = task.miner_uid, env = %task.env_id,
-                    success = result.success, timesteps = result.timesteps, error = result.error.as_deref(),
-                    kind = ?result.failure_kind, seconds = started.elapsed().as_secs_f64(), "episode finished"
-                );
-                let _ = tx.send(result);
-            });
-        });
-        async move {
-            rx.await.unwrap_or_else(|_| TaskResult {
-                task_uuid: fallback,
-                success: false,
-                score: 0.0,
-                total_reward: 0.0,
-                timesteps: 0,
-                error: Some("Executor error: the pool stopped".into()),
-                failure_kind: Some(kinitro_actors::scoring::aggregate::FailureKind::Infrastructure),
-                action_time_mean: None,
-                action_time_max: None,
-                verification_passed: None,
-                verification_score: None,
+                TaskResult {
+                    task_uuid: fallback,
+                    success: false,
+                    score: 0.0,
+                    total_reward: 0.0,
+                    timesteps: 0,
+                    error: Some("Executor error: the pool stopped".into()),
+                    failure_kind: Some(
+                        kinitro_actors::scoring::aggregate::FailureKind::Infrastructure,
+                    ),
+                    action_time_mean: None,
+                    action_time_max: None,
+                    verification_passed: None,
+                    verification_score: None,
+                }
             })
         }
     }
