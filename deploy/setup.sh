@@ -7,7 +7,10 @@
 #     prometheus to check that /metrics is scrapeable);
 #   - the MuJoCo 3.17.0 C library out of the PyPI wheel mujoco==3.17.0, into third_party/mujoco/;
 #   - MetaWorld's scene files out of the PyPI wheel metaworld==3.1.1, into the assets directory
-#     ($KINITRO_METAWORLD_ASSETS_DIR, default <data dir>/metaworld/assets).
+#     ($KINITRO_METAWORLD_ASSETS_DIR, default <data dir>/metaworld/assets);
+#   - a Python virtual environment with FastAPI, uvicorn and pydantic (pinned) in
+#     third_party/python-miner/, for the test that drives a FastAPI/pydantic miner
+#     (tests/fixtures/fastapi_miner/miner.py).
 # Nothing it fetches is committed (third_party/ is git-ignored). Spec: environments.md 2.
 #
 # Environment: KINITRO_SETUP_SKIP_APT=1 skips the Debian packages.
@@ -98,4 +101,15 @@ if [ ! -f "$assets/.metaworld-3.1.1" ]; then
   rm -rf "$tmp"; trap - EXIT
 fi
 
-log "ready: PostgreSQL server, MuJoCo library in $lib, MetaWorld assets in $assets"
+# 3. The Python miner's environment (tests only).
+python_miner="$third_party/python-miner"
+PYTHON_MINER_REQS=("fastapi==0.115.6" "uvicorn==0.34.0" "pydantic==2.10.4")
+if [ ! -f "$python_miner/.ready-1" ]; then
+  log "creating the FastAPI test miner's Python environment in $python_miner"
+  rm -rf "$python_miner"
+  python3 -m venv "$python_miner"
+  "$python_miner/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_MINER_REQS[@]}"
+  touch "$python_miner/.ready-1"
+fi
+
+log "ready: PostgreSQL server, MuJoCo library in $lib, MetaWorld assets in $assets, test miner in $python_miner"

@@ -1,6 +1,6 @@
 //! The remote executor end to end on loopback (executor.md, miner-protocol.md): a real PostgreSQL,
-//! the real API, real `kinitro miner serve` processes, misbehaving miners, a killed executor and an
-//! API restart.
+//! the real API, real `kinitro miner serve` processes, misbehaving miners, a FastAPI/pydantic miner, a
+//! killed executor and an API restart.
 
 mod common;
 
@@ -415,4 +415,78 @@ async fn a_killed_executor_and_an_api_restart_lose_nothing() {
         .await
         .unwrap();
     assert_eq!(n[0].n, 0, "no task ran more than twice");
+}
+
+/// A miner written as upstream miners are (FastAPI + pydantic models of Observation and Action,
+/// tests/fixtures/fastapi_miner/miner.py, in the environment deploy/setup.sh creates) works unchanged:
+/// its strict models accept the observations with images, and its 3-number `ee_twist` solves reach.
+#[actix_web::test]
+async fn a_fastapi_pydantic_miner_works_unchanged() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("third_party/python-miner/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run ./deploy/setup.sh",
+        python.display()
+    );
+    let port = free_port();
+    let _miner = Proc(
+        Command::new(&python)
+            .args([
+                "-m",
+                "uvicorn",
+                "miner:app",
+                "--log-level",
+                "warning",
+                "--port",
+            ])
+            .arg(port.to_string())
+            .arg("--app-dir")
+            .arg(root.join("tests/fixtures/fastapi_miner"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_http_ok(port, "/health", 60),
+        "the FastAPI miner did not start"
+    );
+    let url = fresh_database().await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let uuid = |i: usize| format!("00000000-0000-4000-8000-{i:012}");
+    let tasks: Vec<(String, i64)> = (0..2).map(|i| (uuid(i), 100 + i as i64)).collect();
+    let refs: Vec<(&str, &str, &str, i64)> = tasks
+        .iter()
+        .map(|(u, s)| (u.as_str(), endpoint.as_str(), "metaworld/reach-v3", *s))
+        .collect();
+    add_tasks(&url, &refs).await;
+    let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
+    let spool = tempfile::tempdir().unwrap();
+    let _ex = executor_with(
+        api.port,
+        "ex-py",
+        spool.path(),
+        "100",
+        &[("KINITRO_EXECUTOR_USE_IMAGES", "true")],
+    );
+    let rows = wait_terminal(&url, 180).await;
+    for row in &rows {
+        let r = result(row);
+        assert_eq!(r["success"], true, "FastAPI miner episode: {r}");
+        assert_eq!(r["timesteps"], 100);
+    }
+    let (status, body) = common::http_get(port, "/stats").unwrap();
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["resets"], 2, "{stats}");
+    assert_eq!(stats["acts"], 200, "{stats}");
+    assert_eq!(stats["images"], 400, "both cameras on every step: {stats}");
+    let episodes: Vec<&str> = stats["episodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(episodes, [uuid(0), uuid(1)], "X-Kinitro-Episode headers");
 }
