@@ -4,8 +4,12 @@
 #
 # For each case (images on/off × miner delay 0/20 ms × K) it runs one cycle of pick-place episodes and
 # reports episodes/s, env steps/s and the executor's own CPU time per step (from /proc, so the miners'
-# CPU is excluded). The baseline — physics + rendering measured alone in the same run — comes from
-# `kinitro env test` (in-process, no HTTP, no encoding).
+# CPU is excluded). The baseline is physics + rendering measured alone by `kinitro env test`
+# (in-process, one episode at a time, no HTTP, no encoding). For reference it also prints the episode
+# workers' own wall time for physics + rendering + observation encoding in the same run (the sums of
+# kinitro_sim_step_seconds, kinitro_render_seconds and kinitro_obs_encode_seconds from the executor's
+# /metrics): wall time, so it includes waiting for a core and the cache misses of K interleaved
+# episodes.
 #
 # Usage: benches/executor.sh [EPISODES_WITH_IMAGES] [STEPS] [EPISODES_WITHOUT_IMAGES]
 #        (defaults 16 and 128 episodes of 100 steps: enough to fill the slots of each case)
@@ -48,6 +52,8 @@ run_case() { # images(true|false) delay_ms K episodes
     >"$WORK/run.log" 2>&1 & local run_pid=$!; PIDS+=($run_pid)
   until curl -sf "http://127.0.0.1:$api_port/health" >/dev/null; do kill -0 "$run_pid" || { cat "$WORK/run.log"; exit 1; }; sleep 0.2; done
   until [ "$(curl -s "http://127.0.0.1:$api_port/v1/tasks/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_tasks"])')" -ge "$EPISODES" ]; do sleep 0.2; done
+  local metrics_port; metrics_port=$(free_port)
+  KINITRO_EXECUTOR_METRICS_ADDR="127.0.0.1:$metrics_port" \
   KINITRO_EXECUTOR_USE_IMAGES=$images KINITRO_EXECUTOR_EPISODES_PER_POOL=$k KINITRO_EXECUTOR_MAX_TIMESTEPS=$STEPS \
     KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS=true KINITRO_EXECUTOR_SPOOL_DIR="$WORK/spool" KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS=0.2 \
     "$BIN" executor --api-url "http://127.0.0.1:$api_port" >"$WORK/executor.log" 2>&1 & local ex_pid=$!; PIDS+=($ex_pid)
@@ -59,12 +65,17 @@ run_case() { # images(true|false) delay_ms K episodes
     done_count=$(curl -s "http://127.0.0.1:$api_port/v1/tasks/stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["completed_tasks"] + d["failed_tasks"])')
   done
   end=$(date +%s.%N); ticks1=$(cpu_ticks "$ex_pid")
-  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" <<'EOF'
+  curl -s "http://127.0.0.1:$metrics_port/metrics" > "$WORK/metrics.txt"
+  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" <<'EOF'
 import sys
-images, delay, k, start, end, t0, t1, tick, episodes, steps = sys.argv[1:]
+images, delay, k, start, end, t0, t1, tick, episodes, steps, metrics = sys.argv[1:]
 wall = float(end) - float(start); cpu = (int(t1) - int(t0)) / int(tick); n = int(episodes) * int(steps)
+def total(name):
+    return sum(float(l.rsplit(" ", 1)[1]) for l in open(metrics) if l.startswith(name + "_sum"))
+worker = sum(total(m) for m in ("kinitro_sim_step_seconds", "kinitro_render_seconds", "kinitro_obs_encode_seconds"))
 print(f"images {'on ' if images == 'true' else 'off'} delay {int(delay):>2} ms K {int(k):>3} ({episodes} episodes): "
-      f"{int(episodes) / wall:6.2f} episodes/s {n / wall:8.0f} env steps/s  executor CPU {1e3 * cpu / n:6.3f} ms/step")
+      f"{int(episodes) / wall:6.2f} episodes/s {n / wall:8.0f} env steps/s  executor CPU {1e3 * cpu / n:6.3f} ms/step"
+      f"  (workers' physics+render+encode wall time {1e3 * worker / n:6.3f} ms/step)")
 EOF
   echo "  miner timeouts: $(grep -c "Miner action timeout" "$WORK/executor.log" || true)"
   kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true

@@ -82,8 +82,9 @@ impl TaskQueueActor {
         }
     }
 
-    /// One poll: reap stale tasks, then count each watched cycle's open tasks.
-    fn check(&mut self, ctx: &mut Context<Self>) {
+    /// One check: reap stale tasks (on the poll timer only), then count each watched cycle's open
+    /// tasks.
+    fn check(&mut self, reap: bool, ctx: &mut Context<Self>) {
         if self.checking || self.watched.is_empty() {
             return;
         }
@@ -101,7 +102,11 @@ impl TaskQueueActor {
             })
             .collect();
         let work = async move {
-            let reaped = store.reap_stale(threshold).await;
+            let reaped = if reap {
+                store.reap_stale(threshold).await
+            } else {
+                Ok((0, 0))
+            };
             let mut open = Vec::new();
             for (id, due) in progress_due {
                 let count = store.open_tasks(id).await;
@@ -158,7 +163,7 @@ impl Actor for TaskQueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(self.config.poll_interval, |act, ctx| act.check(ctx));
+        ctx.run_interval(self.config.poll_interval, |act, ctx| act.check(true, ctx));
     }
 }
 
@@ -178,7 +183,7 @@ impl Handler<CycleEnqueued> for TaskQueueActor {
                 n.notify_waiters();
             }
         }
-        self.check(ctx);
+        self.check(false, ctx);
     }
 }
 
@@ -231,7 +236,7 @@ impl Handler<Report> for TaskQueueActor {
         };
         Box::pin(commit.into_actor(self).map(|outcome, act, ctx| {
             if matches!(outcome, SubmitOutcome::Accepted { .. }) {
-                act.check(ctx);
+                act.check(false, ctx);
             }
             outcome
         }))
