@@ -83,8 +83,12 @@ fn executor_with(
     Proc(child)
 }
 
+/// The first `/act` body the `record` miner received.
+static RECORDED_ACT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// A hand-written HTTP server for miners that break the protocol; the first path segment picks
-/// the behaviour (`/slow/act`, `/garbage/act`, …). Every answer closes its connection.
+/// the behaviour (`/slow/act`, `/garbage/act`, …; `/record/act` keeps the first body it receives and
+/// answers a valid action). Every answer closes its connection.
 fn bad_miners() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -140,6 +144,12 @@ fn serve_bad(mut s: std::net::TcpStream) {
         return ok(&mut s, r#"{"status":"ok"}"#);
     }
     match kind.as_str() {
+        "record" => {
+            let body = String::from_utf8_lossy(&buf[head.len() + 4..body_len.min(buf.len())]);
+            let body = body.to_string();
+            RECORDED_ACT.lock().unwrap().get_or_insert(body);
+            ok(&mut s, r#"{"action":{"continuous":{"ee_twist":[0,0,0]}}}"#);
+        }
         "redirect" => {
             let _ = write!(s, "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
@@ -261,6 +271,7 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
         "metaworld/reach-v3",
         45,
     ));
+    tasks.push((uuid(31), format!("{bad}/record"), "metaworld/reach-v3", 46));
     let refs: Vec<(&str, &str, &str, i64)> = tasks
         .iter()
         .map(|(u, e, env, s)| (u.as_str(), e.as_str(), *env, *s))
@@ -312,6 +323,49 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
             "{kind}: {r}"
         );
     }
+    // The observation's members (and proprio's keys) come in the order of miner-protocol.md 3.
+    let r = result(by_uuid(&uuid(31)));
+    assert_eq!(
+        (r["success"].as_bool(), r["error"].as_str()),
+        (Some(false), None),
+        "{r}"
+    );
+    let body = RECORDED_ACT
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the record miner got an /act");
+    let at = |key: &str| {
+        body.find(&format!("\"{key}\""))
+            .unwrap_or_else(|| panic!("{key} missing in {body}"))
+    };
+    let order = [
+        "obs",
+        "rgb",
+        "depth",
+        "proprio",
+        "ee_pos",
+        "ee_quat",
+        "ee_vel_lin",
+        "ee_vel_ang",
+        "gripper",
+        "cam_intrinsics",
+        "cam_extrinsics",
+        "extra",
+        "state",
+    ];
+    for pair in order.windows(2) {
+        assert!(
+            at(pair[0]) < at(pair[1]),
+            "{} before {} in {body}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert!(
+        body.starts_with(r#"{"obs":{"rgb":{},"depth":{},"proprio":{"ee_pos":["#),
+        "{body}"
+    );
     let r = result(by_uuid(&uuid(30)));
     assert!(
         r["error"]

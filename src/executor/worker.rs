@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use base64::Engine;
 use mujoco_rs::prelude::MjModel;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::sim::env::{Env, STATE_LEN};
@@ -234,7 +234,7 @@ impl Worker {
         state: &[f64; STATE_LEN],
     ) -> Result<(bytes::Bytes, f64, f64), SimFailure> {
         let t = Instant::now();
-        let mut rgb = serde_json::Map::new();
+        let mut rgb = Vec::new();
         if self.options.images {
             let task = e.task();
             if !self.cameras.contains_key(&task) {
@@ -250,28 +250,77 @@ impl Worker {
                 .render(e.sim())
                 .map_err(|err| format!("Render error: {err}"))?;
             for (name, image) in render::CAMERAS.iter().zip(images) {
-                rgb.insert(
-                    name.to_string(),
-                    json!({
-                        "data": base64::engine::general_purpose::STANDARD.encode(image),
-                        "shape": [render::SIZE, render::SIZE, 3], "dtype": "uint8",
-                    }),
-                );
+                rgb.push((
+                    *name,
+                    EncodedImage {
+                        data: base64::engine::general_purpose::STANDARD.encode(image),
+                        shape: [render::SIZE, render::SIZE, 3],
+                        dtype: "uint8",
+                    },
+                ));
             }
         }
         let render_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let proprio = e.proprio();
-        let extra = if self.options.privileged_state {
-            json!({ "state": state.to_vec() })
-        } else {
-            json!({})
+        let body = ActBody {
+            obs: Observation {
+                rgb: Members(&rgb),
+                depth: Empty {},
+                proprio: &proprio,
+                cam_intrinsics: Empty {},
+                cam_extrinsics: Empty {},
+                extra: Extra {
+                    state: self.options.privileged_state.then_some(&state[..]),
+                },
+            },
         };
-        let obs: Value = json!({"obs": {
-            "rgb": rgb, "depth": {}, "proprio": proprio, "cam_intrinsics": {}, "cam_extrinsics": {}, "extra": extra,
-        }});
-        let body = serde_json::to_vec(&obs).map_err(|err| format!("Executor error: {err}"))?;
+        let body = serde_json::to_vec(&body).map_err(|err| format!("Executor error: {err}"))?;
         Ok((body.into(), render_s, t.elapsed().as_secs_f64()))
+    }
+}
+
+/// The `/act` body (miner-protocol.md 2.2, 3): typed, so the six observation members are written in
+/// the spec's order (and proprio's keys in [`env::Proprio`]'s field order) without building a map.
+#[derive(serde::Serialize)]
+struct ActBody<'a> {
+    obs: Observation<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Observation<'a> {
+    rgb: Members<'a, EncodedImage>,
+    depth: Empty,
+    proprio: &'a env::Proprio,
+    cam_intrinsics: Empty,
+    cam_extrinsics: Empty,
+    extra: Extra<'a>,
+}
+
+/// An empty JSON object.
+#[derive(serde::Serialize)]
+struct Empty {}
+
+/// `extra`: `{}` or `{"state": [39 floats]}`.
+#[derive(serde::Serialize)]
+struct Extra<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a [f64]>,
+}
+
+#[derive(serde::Serialize)]
+struct EncodedImage {
+    data: String,
+    shape: [usize; 3],
+    dtype: &'static str,
+}
+
+/// A JSON object with these members, in this order.
+struct Members<'a, T>(&'a [(&'static str, T)]);
+
+impl<T: serde::Serialize> serde::Serialize for Members<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
     }
 }
 
