@@ -1,8 +1,18 @@
 //! The miner client (miner-protocol.md 1–2, 6): `POST /reset` and `POST /act` over one awc client
 //! per pool (keep-alive), no redirects, no compression, capped bodies, strict replies. Each call
 //! returns the round trip measured from sending to the body's complete arrival.
+//!
+//! Opening a new connection is not charged to the miner (executor.md 2.1): the pool's TCP connector
+//! ([`TimedConnector`]) reports the time it spends resolving and connecting to the call that is
+//! waiting for the connection, and that time is left out of the round trip and of its budget;
+//! connecting is bounded by the connector timeout instead. A TLS handshake runs after the TCP
+//! connector inside awc, out of its reach, so its time is still counted.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+use actix_service::Service;
 
 use awc::http::header;
 use serde_json::Value;
@@ -18,21 +28,83 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// itself and refuses non-public answers, so it connects only to addresses it has checked (a DNS
 /// answer that changes after the episode's first check cannot reach inward).
 pub fn client(allow_private: bool) -> awc::Client {
+    let resolver = if allow_private {
+        actix_tls::connect::Resolver::default()
+    } else {
+        actix_tls::connect::Resolver::custom(GuardedResolver)
+    };
+    let tcp = TimedConnector {
+        inner: actix_tls::connect::Connector::new(resolver).service(),
+    };
     // No connection cap: the pool's slots already bound the connections (one per episode), and
     // awc's default of 100 would queue episodes of a pool with more slots.
-    let connector = awc::Connector::new().timeout(CONNECT_TIMEOUT).limit(0);
-    let builder = awc::Client::builder()
+    let connector = awc::Connector::new()
+        .timeout(CONNECT_TIMEOUT)
+        .limit(0)
+        .connector(tcp);
+    awc::Client::builder()
         .disable_redirects()
         .disable_timeout()
-        .no_default_headers();
-    if allow_private {
-        builder.connector(connector).finish()
-    } else {
-        let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::custom(
-            GuardedResolver,
-        ))
-        .service();
-        builder.connector(connector.connector(tcp)).finish()
+        .no_default_headers()
+        .connector(connector)
+        .finish()
+}
+
+tokio::task_local! {
+    /// The connection time of the call being made on this task.
+    static CONNECTING: Rc<ConnectClock>;
+}
+
+/// Time a call spent waiting for new connections, as the connector reports it.
+#[derive(Debug, Default)]
+struct ConnectClock {
+    /// Start of the connection attempt in progress.
+    since: Cell<Option<Instant>>,
+    /// Finished connection attempts.
+    spent: Cell<Duration>,
+}
+
+impl ConnectClock {
+    /// Connection time up to `now`, including an attempt still in progress.
+    fn until(&self, now: Instant) -> Duration {
+        self.spent.get() + self.since.get().map_or(Duration::ZERO, |s| now - s)
+    }
+}
+
+/// The pool's TCP connector (resolve, check, connect), reporting its time to the waiting call.
+/// awc opens a connection inside the future of the request that needs it, so the call's
+/// task-local clock is in scope when the connector is called.
+#[derive(Clone)]
+pub struct TimedConnector<S> {
+    inner: S,
+}
+
+impl<S, R> Service<R> for TimedConnector<S>
+where
+    S: Service<R>,
+    S::Future: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<S::Response, S::Error>>;
+
+    actix_service::forward_ready!(inner);
+
+    fn call(&self, req: R) -> Self::Future {
+        let clock = CONNECTING.try_with(Rc::clone).ok();
+        if let Some(c) = &clock {
+            c.since.set(Some(Instant::now()));
+        }
+        let connecting = self.inner.call(req);
+        Box::pin(async move {
+            let connected = connecting.await;
+            if let Some(c) = clock {
+                if let Some(since) = c.since.take() {
+                    c.spent.set(c.spent.get() + since.elapsed());
+                }
+            }
+            connected
+        })
     }
 }
 
@@ -77,7 +149,8 @@ fn endpoint_url(endpoint: &str, path: &str) -> String {
     format!("{}{path}", endpoint.trim_end_matches('/'))
 }
 
-/// Sends one POST and reads the whole body within `budget`; returns (body, round trip).
+/// Sends one POST and reads the whole body within `budget`; returns (body, round trip). Time spent
+/// opening a connection extends the deadline and is left out of the round trip.
 async fn call(
     client: &awc::Client,
     url: &str,
@@ -123,10 +196,22 @@ async fn call(
         }
         Ok(bytes)
     };
-    let bytes = tokio::time::timeout(budget, exchange)
-        .await
-        .map_err(|_| CallError::Timeout)??;
-    let round_trip = started.elapsed();
+    let clock = Rc::new(ConnectClock::default());
+    let exchange = CONNECTING.scope(clock.clone(), exchange);
+    tokio::pin!(exchange);
+    let bytes = loop {
+        let deadline = started + budget + clock.until(Instant::now());
+        tokio::select! {
+            bytes = &mut exchange => break bytes?,
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                if now >= started + budget + clock.until(now) {
+                    return Err(CallError::Timeout);
+                }
+            }
+        }
+    };
+    let round_trip = started.elapsed().saturating_sub(clock.spent.get());
     let value = serde_json::from_slice::<Value>(&bytes).map_err(|_| CallError::NotJson)?;
     Ok((value, round_trip))
 }
@@ -223,6 +308,65 @@ pub async fn act(
 mod tests {
     use super::*;
     use actix_tls::connect::Resolve;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Answers one HTTP request on `s` with a valid action.
+    async fn answer(mut s: tokio::net::TcpStream) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = r#"{"action":{}}"#;
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = s.write_all(reply.as_bytes()).await;
+    }
+
+    #[actix_web::test]
+    async fn connecting_is_not_charged_to_the_action_budget() {
+        // A listener whose accept queue is full: the kernel drops the client's SYN and retries it
+        // about 1 s later, after the server has started accepting at 0.5 s.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            fillers.push(s);
+            assert!(fillers.len() < 64, "the accept queue never filled");
+        }
+        actix_rt::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            while let Ok((s, _)) = listener.accept().await {
+                actix_rt::spawn(answer(s));
+            }
+        });
+        let started = Instant::now();
+        let (_, round_trip) = act(
+            &client(true),
+            &format!("http://{addr}"),
+            "ep",
+            bytes::Bytes::from_static(b"{}"),
+            0.5,
+            1 << 20,
+            0,
+        )
+        .await
+        .expect("the slow connection is not the miner's fault");
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "the connection was not slow: {:?}",
+            started.elapsed()
+        );
+        assert!(round_trip < Duration::from_millis(300), "{round_trip:?}");
+        drop(fillers);
+    }
 
     #[actix_web::test]
     async fn the_connector_resolves_only_to_public_addresses() {
