@@ -4,6 +4,8 @@
 //! - `render/bare/*`: a bare mujoco-rs render loop of both cameras at 84×84, shadows and MSAA off;
 //!   `render/cameras/*`: the environment's camera pair (same settings, plus the row flip).
 //! - `reset/*`: one environment reset per task (reach, push and pick-place use the cached hand reset).
+//! - `interleaved/*`: the environment step of pick-place when 1 or 128 environments take turns, one
+//!   step each, as the episodes of an executor's pools do (the cost of their data leaving the cache).
 //!
 //! Run: `./deploy/setup.sh && cargo bench --bench physics`.
 
@@ -64,6 +66,41 @@ fn physics(c: &mut Criterion) {
                     }
                     let t = Instant::now();
                     let out = env.step(action(i)).unwrap();
+                    spent += t.elapsed();
+                    std::hint::black_box(out);
+                }
+                spent
+            })
+        });
+    }
+    group.finish();
+}
+
+fn interleaved(c: &mut Criterion) {
+    let mut group = c.benchmark_group("interleaved");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    let task = Task::PickPlace;
+    let m = model(task);
+    for n in [1usize, 128] {
+        let mut envs: Vec<Env> = (0..n)
+            .map(|i| {
+                let mut e = Env::new(task, &m).unwrap();
+                e.reset(i as u64).unwrap();
+                e
+            })
+            .collect();
+        group.bench_function(format!("pick-place/{n}"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for i in 0..iters {
+                    let env = &mut envs[i as usize % n];
+                    if env.steps() == kinitro::sim::env::MAX_STEPS {
+                        env.reset(i).unwrap();
+                    }
+                    let t = Instant::now();
+                    let out = env.step(action(i / n as u64)).unwrap();
                     spent += t.elapsed();
                     std::hint::black_box(out);
                 }
@@ -144,5 +181,5 @@ fn resets(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, physics, rendering, resets);
+criterion_group!(benches, physics, interleaved, rendering, resets);
 criterion_main!(benches);
