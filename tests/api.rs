@@ -705,12 +705,8 @@ async fn eight_executors_share_ten_thousand_tasks_without_overlap() {
         "claims were concurrent"
     );
 
-    // The claim scans the pending-rows index, so its cost does not grow with handed-out rows.
-    #[derive(QueryableByName)]
-    struct Plan {
-        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
-        line: String,
-    }
+    // Both claim statements (one fetch, or several merged) scan the pending-rows index, so their
+    // cost does not grow with handed-out rows.
     conn.batch_execute(
         "INSERT INTO task_pool (task_uuid, cycle_id, miner_uid, miner_hotkey, miner_endpoint, env_id, seed, sim_seed) \
          SELECT md5('late' || i)::uuid::text, 1, i % 64, 'hk', 'http://m', 'metaworld/reach-v3', i, i FROM generate_series(1, 1000) i; \
@@ -718,16 +714,111 @@ async fn eight_executors_share_ten_thousand_tasks_without_overlap() {
     )
     .await
     .unwrap();
-    let plan: Vec<Plan> = diesel::sql_query(
+    let single = plan_of(
+        &mut conn,
         "EXPLAIN WITH picked AS (SELECT t.id FROM task_pool t JOIN evaluation_cycles c ON c.id = t.cycle_id \
          WHERE t.status = 'pending' AND c.status = 'running' ORDER BY t.id LIMIT 10 FOR UPDATE OF t SKIP LOCKED) \
          UPDATE task_pool SET status = 'assigned' FROM picked WHERE task_pool.id = picked.id",
     )
+    .await;
+    assert!(single.contains("idx_task_pool_pending"), "{single}");
+    let merged = plan_of(
+        &mut conn,
+        "EXPLAIN WITH bounds AS (SELECT r.executor, r.ord, sum(r.size) OVER (ORDER BY r.ord) - r.size AS lo, \
+           sum(r.size) OVER (ORDER BY r.ord) AS hi FROM unnest(ARRAY['a','b'], ARRAY[10,10]) WITH ORDINALITY AS r(executor, size, ord)), \
+         picked AS (SELECT t.id FROM task_pool t JOIN evaluation_cycles c ON c.id = t.cycle_id \
+           WHERE t.status = 'pending' AND c.status = 'running' ORDER BY t.id LIMIT 20 FOR UPDATE OF t SKIP LOCKED), \
+         numbered AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS rn FROM picked) \
+         UPDATE task_pool SET status = 'assigned', assigned_to = b.executor FROM numbered n \
+           JOIN bounds b ON n.rn >= b.lo AND n.rn < b.hi WHERE task_pool.id = n.id",
+    )
+    .await;
+    assert!(merged.contains("idx_task_pool_pending"), "{merged}");
+}
+
+/// The plan `EXPLAIN …` prints, one line per row.
+async fn plan_of(conn: &mut diesel_async::AsyncPgConnection, explain: &str) -> String {
+    #[derive(QueryableByName)]
+    struct Plan {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    let plan: Vec<Plan> = diesel::sql_query(explain).load(conn).await.unwrap();
+    plan.into_iter().map(|p| p.line + "\n").collect()
+}
+
+/// Merged claims (several fetches in one statement) deal the picked rows out in request order,
+/// honour the filter and fill earlier requests first when tasks run short.
+#[tokio::test(flavor = "multi_thread")]
+async fn merged_claims_deal_tasks_in_request_order() {
+    use kinitro::db::tasks::{claim_many, ClaimFilter, ClaimRequest};
+    let url = fresh_database().await;
+    let mut conn = kinitro::db::connect(&url).await.unwrap();
+    conn.batch_execute(
+        "INSERT INTO evaluation_cycles (block_number, env_ids, episodes_per_env, registry_source) VALUES (1, '[]', 1, 'file'); \
+         INSERT INTO task_pool (task_uuid, cycle_id, miner_uid, miner_hotkey, miner_endpoint, env_id, seed, sim_seed) \
+         SELECT md5(i::text)::uuid::text, 1, i % 4, 'hk', 'http://m', \
+           CASE WHEN i % 2 = 0 THEN 'metaworld/reach-v3' ELSE 'metaworld/push-v3' END, i, i \
+         FROM generate_series(1, 40) i;",
+    )
+    .await
+    .unwrap();
+    let req = |e: &str, n: i64| ClaimRequest {
+        executor: e.into(),
+        batch_size: n,
+    };
+    let parts = claim_many(
+        &mut conn,
+        &[req("a", 3), req("b", 5), req("c", 2)],
+        &ClaimFilter::default(),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<Vec<i64>> = parts
+        .iter()
+        .map(|p| p.iter().map(|t| t.id).collect())
+        .collect();
+    assert_eq!(ids, [vec![1, 2, 3], vec![4, 5, 6, 7, 8], vec![9, 10]]);
+    assert!(parts
+        .iter()
+        .flatten()
+        .all(|t| t.status == "assigned" && t.attempts == 1));
+    #[derive(QueryableByName)]
+    struct Owner {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+        #[diesel(sql_type = Text)]
+        assigned_to: String,
+    }
+    let owners: Vec<Owner> = diesel::sql_query(
+        "SELECT id, assigned_to FROM task_pool WHERE assigned_to IS NOT NULL ORDER BY id",
+    )
     .load(&mut conn)
     .await
     .unwrap();
-    let plan: String = plan.into_iter().map(|p| p.line + "\n").collect();
-    assert!(plan.contains("idx_task_pool_pending"), "{plan}");
+    let expected = ["a", "a", "a", "b", "b", "b", "b", "b", "c", "c"];
+    assert_eq!(owners.len(), 10);
+    for (o, e) in owners.iter().zip(expected) {
+        assert_eq!(o.assigned_to, e, "task {}", o.id);
+    }
+    // A filter: reach tasks (even i) of shard 0 of 4 (uid = i % 4 = 0), i.e. i = 12, 16, 20, …
+    let filter = ClaimFilter {
+        env_ids: Some(vec!["metaworld/reach-v3".into()]),
+        shard: Some((0, 4)),
+    };
+    let parts = claim_many(&mut conn, &[req("d", 2), req("e", 100)], &filter)
+        .await
+        .unwrap();
+    let ids: Vec<Vec<i64>> = parts
+        .iter()
+        .map(|p| p.iter().map(|t| t.id).collect())
+        .collect();
+    assert_eq!(ids, [vec![12, 16], vec![20, 24, 28, 32, 36, 40]]);
+    // Nothing left for the filter: every request gets an empty list.
+    let parts = claim_many(&mut conn, &[req("f", 5)], &filter)
+        .await
+        .unwrap();
+    assert!(parts.len() == 1 && parts[0].is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

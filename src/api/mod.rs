@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod claims;
 pub mod cycles;
 pub mod error;
 pub mod health;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub auth: auth::Auth,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Fetches waiting to be claimed together.
+    pub claims: claims::ClaimQueue,
     /// `total_pending` of the last fetch, with when it was counted.
     pub pending_cache: Arc<Mutex<Option<(Instant, i64)>>>,
     /// The serialised latest-weights body, with when it was read.
@@ -55,6 +58,7 @@ impl AppState {
             pool,
             auth: auth::Auth::new(&config.api_keys, config.auth_disabled),
             max_body_bytes: config.max_body_bytes,
+            claims: claims::ClaimQueue::default(),
             pending_cache: Arc::default(),
             weights_cache: Arc::default(),
             metrics,

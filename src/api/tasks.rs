@@ -58,13 +58,17 @@ fn parse_fetch(body: &Value) -> Result<(String, i64, ClaimFilter), ApiError> {
     Ok((executor, batch, ClaimFilter { env_ids, shard }))
 }
 
-async fn total_pending(state: &AppState, conn: &mut diesel_async::AsyncPgConnection) -> i64 {
+async fn total_pending(state: &AppState) -> i64 {
     if let Some((at, n)) = *state.pending_cache.lock().unwrap() {
         if at.elapsed() < PENDING_CACHE {
             return n;
         }
     }
-    match tasks::count_pending(conn).await {
+    let counted = match state.conn().await {
+        Ok(mut conn) => tasks::count_pending(&mut conn).await,
+        Err(_) => Err(crate::db::DbError::Other("database unavailable".into())),
+    };
+    match counted {
         Ok(n) => {
             *state.pending_cache.lock().unwrap() = Some((Instant::now(), n));
             n
@@ -83,11 +87,22 @@ pub async fn fetch(
     state.auth.check(&req)?;
     let body = read_json(&req, payload, state.max_body_bytes).await?;
     let (executor, batch, filter) = parse_fetch(&body)?;
-    let mut conn = state.conn().await?;
-    let claimed = tasks::claim(&mut conn, &executor, batch, &filter).await?;
+    let request = tasks::ClaimRequest {
+        executor,
+        batch_size: batch,
+    };
+    let claimed = state.claims.claim(&state.pool, request, filter).await;
+    state.metrics.database(claimed.is_ok());
+    let claimed = claimed.map_err(|e| {
+        tracing::warn!(error = %e, "database unavailable");
+        ApiError::database_unavailable()
+    })?;
     state.metrics.task_event("claimed", claimed.len() as u64);
-    let pending = total_pending(&state, &mut conn).await;
-    Ok(HttpResponse::Ok().json(json!({"tasks": claimed, "total_pending": pending})))
+    let total_pending = total_pending(&state).await;
+    Ok(HttpResponse::Ok().json(super::openapi::FetchResponse {
+        tasks: claimed,
+        total_pending,
+    }))
 }
 
 fn parse_result(v: &Value, path: &str) -> Result<TaskResult, ApiError> {

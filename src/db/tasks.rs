@@ -100,33 +100,136 @@ impl Query for ClaimQuery<'_> {
     type SqlType = Untyped;
 }
 
+/// Writes the `picked` CTE of database.md 6.1: pending tasks of running cycles, optionally
+/// filtered, in id order via `idx_task_pool_pending`, `limit` of them, locked with SKIP LOCKED.
+fn push_picked<'b>(
+    out: &mut AstPass<'_, 'b, Pg>,
+    env_ids: Option<&'b Vec<String>>,
+    shard: &'b Option<(i32, i32)>,
+    limit: &'b i64,
+) -> QueryResult<()> {
+    out.push_sql(
+        "picked AS (SELECT t.id FROM task_pool t JOIN evaluation_cycles c ON c.id = t.cycle_id \
+         WHERE t.status = 'pending' AND c.status = 'running'",
+    );
+    if let Some(envs) = env_ids {
+        out.push_sql(" AND t.env_id = ANY(");
+        out.push_bind_param::<Array<Text>, _>(envs)?;
+        out.push_sql(")");
+    }
+    if let Some((index, count)) = shard {
+        out.push_sql(" AND t.miner_uid % ");
+        out.push_bind_param::<Integer, _>(count)?;
+        out.push_sql(" = ");
+        out.push_bind_param::<Integer, _>(index)?;
+    }
+    out.push_sql(" ORDER BY t.id LIMIT ");
+    out.push_bind_param::<BigInt, _>(limit)?;
+    out.push_sql(" FOR UPDATE OF t SKIP LOCKED)");
+    Ok(())
+}
+
 impl QueryFragment<Pg> for ClaimQuery<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "WITH picked AS (SELECT t.id FROM task_pool t JOIN evaluation_cycles c ON c.id = t.cycle_id \
-             WHERE t.status = 'pending' AND c.status = 'running'",
-        );
-        if let Some(envs) = self.env_ids {
-            out.push_sql(" AND t.env_id = ANY(");
-            out.push_bind_param::<Array<Text>, _>(envs)?;
-            out.push_sql(")");
-        }
-        if let Some((index, count)) = &self.shard {
-            out.push_sql(" AND t.miner_uid % ");
-            out.push_bind_param::<Integer, _>(count)?;
-            out.push_sql(" = ");
-            out.push_bind_param::<Integer, _>(index)?;
-        }
-        out.push_sql(" ORDER BY t.id LIMIT ");
-        out.push_bind_param::<BigInt, _>(&self.batch_size)?;
-        out.push_sql(
-            " FOR UPDATE OF t SKIP LOCKED) UPDATE task_pool SET status = 'assigned', assigned_to = ",
-        );
+        out.push_sql("WITH ");
+        push_picked(&mut out, self.env_ids, &self.shard, &self.batch_size)?;
+        out.push_sql(" UPDATE task_pool SET status = 'assigned', assigned_to = ");
         out.push_bind_param::<Text, _>(self.executor)?;
         out.push_sql(", assigned_at = now(), attempts = attempts + 1 FROM picked WHERE task_pool.id = picked.id RETURNING ");
         out.push_sql(CLAIMED_COLUMNS);
         Ok(())
     }
+}
+
+/// Several claims with the same filter in one statement: the picked rows, in id order, are dealt
+/// out in request order, `sizes[i]` rows to `executors[i]`, each row returned with its request's
+/// 1-based position as `ord`. Same scan, same locking, one commit for all.
+struct MergedClaimQuery<'a> {
+    executors: &'a Vec<String>,
+    sizes: &'a Vec<i32>,
+    total: i64,
+    env_ids: Option<&'a Vec<String>>,
+    shard: Option<(i32, i32)>,
+}
+
+impl QueryId for MergedClaimQuery<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for MergedClaimQuery<'_> {
+    type SqlType = Untyped;
+}
+
+impl QueryFragment<Pg> for MergedClaimQuery<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH bounds AS (SELECT r.executor, r.ord, \
+             sum(r.size) OVER (ORDER BY r.ord) - r.size AS lo, sum(r.size) OVER (ORDER BY r.ord) AS hi \
+             FROM unnest(");
+        out.push_bind_param::<Array<Text>, _>(self.executors)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(self.sizes)?;
+        out.push_sql(") WITH ORDINALITY AS r(executor, size, ord)), ");
+        push_picked(&mut out, self.env_ids, &self.shard, &self.total)?;
+        out.push_sql(
+            ", numbered AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS rn FROM picked) \
+             UPDATE task_pool SET status = 'assigned', assigned_to = b.executor, assigned_at = now(), \
+             attempts = attempts + 1 FROM numbered n JOIN bounds b ON n.rn >= b.lo AND n.rn < b.hi \
+             WHERE task_pool.id = n.id RETURNING b.ord, ",
+        );
+        out.push_sql(CLAIMED_COLUMNS);
+        Ok(())
+    }
+}
+
+/// A row of a merged claim: the task and the position of the request it belongs to.
+#[derive(QueryableByName)]
+struct MergedRow {
+    #[diesel(sql_type = BigInt)]
+    ord: i64,
+    #[diesel(embed)]
+    task: ClaimedTask,
+}
+
+/// One claimer's part of a merged claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Executor id.
+    pub executor: String,
+    /// Tasks wanted (1…100).
+    pub batch_size: i64,
+}
+
+/// Claims for several claimers with the same filter in one committed statement; element `i` of the
+/// answer holds request `i`'s tasks, sorted by id.
+pub async fn claim_many(
+    conn: &mut AsyncPgConnection,
+    requests: &[ClaimRequest],
+    filter: &ClaimFilter,
+) -> Result<Vec<Vec<ClaimedTask>>, DbError> {
+    let executors: Vec<String> = requests.iter().map(|r| r.executor.clone()).collect();
+    let sizes: Vec<i32> = requests.iter().map(|r| r.batch_size as i32).collect();
+    let query = MergedClaimQuery {
+        executors: &executors,
+        sizes: &sizes,
+        total: requests.iter().map(|r| r.batch_size).sum(),
+        env_ids: filter.env_ids.as_ref().filter(|e| !e.is_empty()),
+        shard: filter.shard,
+    };
+    let rows: Vec<MergedRow> = query.load(conn).await?;
+    let mut out = vec![Vec::new(); requests.len()];
+    for row in rows {
+        if let Some(slot) = usize::try_from(row.ord - 1)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+        {
+            slot.push(row.task);
+        }
+    }
+    for tasks in &mut out {
+        tasks.sort_by_key(|t| t.id);
+    }
+    Ok(out)
 }
 
 /// Claims up to `batch_size` pending tasks for `executor` in one committed statement; sorted by id.
