@@ -34,6 +34,24 @@ fn action(i: u64) -> [f32; 4] {
     ]
 }
 
+/// Time of `iters` environment steps, the environments taking turns one step each; resets (when an
+/// episode is over) are not timed: they are measured by `reset/*`.
+fn timed_steps(envs: &mut [Env], iters: u64) -> Duration {
+    let n = envs.len() as u64;
+    let mut spent = Duration::ZERO;
+    for i in 0..iters {
+        let env = &mut envs[(i % n) as usize];
+        if env.steps() == kinitro::sim::env::MAX_STEPS {
+            env.reset(i).unwrap();
+        }
+        let t = Instant::now();
+        let out = env.step(action(i / n)).unwrap();
+        spent += t.elapsed();
+        std::hint::black_box(out);
+    }
+    spent
+}
+
 fn physics(c: &mut Criterion) {
     let mut group = c.benchmark_group("physics");
     group
@@ -58,19 +76,7 @@ fn physics(c: &mut Criterion) {
             })
         });
         group.bench_function(format!("env_step/{name}"), |b| {
-            b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for i in 0..iters {
-                    if env.steps() == kinitro::sim::env::MAX_STEPS {
-                        env.reset(i).unwrap(); // not timed: resets are measured below
-                    }
-                    let t = Instant::now();
-                    let out = env.step(action(i)).unwrap();
-                    spent += t.elapsed();
-                    std::hint::black_box(out);
-                }
-                spent
-            })
+            b.iter_custom(|iters| timed_steps(std::slice::from_mut(&mut env), iters))
         });
     }
     group.finish();
@@ -92,20 +98,7 @@ fn interleaved(c: &mut Criterion) {
             })
             .collect();
         group.bench_function(format!("pick-place/{n}"), |b| {
-            b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for i in 0..iters {
-                    let env = &mut envs[i as usize % n];
-                    if env.steps() == kinitro::sim::env::MAX_STEPS {
-                        env.reset(i).unwrap();
-                    }
-                    let t = Instant::now();
-                    let out = env.step(action(i / n as u64)).unwrap();
-                    spent += t.elapsed();
-                    std::hint::black_box(out);
-                }
-                spent
-            })
+            b.iter_custom(|iters| timed_steps(&mut envs, iters))
         });
     }
     group.finish();

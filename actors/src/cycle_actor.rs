@@ -365,7 +365,7 @@ impl CycleActor {
     }
 
     fn timed_out(&mut self, cycle_id: i32, ctx: &mut Context<Self>) {
-        if self.running_id() != Some(cycle_id) || !matches!(self.phase, Phase::Running(_)) {
+        if !matches!(&self.phase, Phase::Running(r) if r.id == cycle_id) {
             return;
         }
         tracing::warn!(event = "cycle_timeout", cycle_id);

@@ -144,14 +144,6 @@ pub async fn create_cycle(
     Ok(created)
 }
 
-/// `VACUUM (ANALYZE)` of the task table (outside any transaction).
-pub async fn vacuum_tasks(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
-    diesel::sql_query("VACUUM (ANALYZE) task_pool")
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Tasks of the cycle still `pending` or `assigned`.
 pub async fn open_tasks(conn: &mut AsyncPgConnection, cycle_id: i32) -> Result<i64, DbError> {
     let c: Count = diesel::sql_query(

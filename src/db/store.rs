@@ -69,7 +69,7 @@ impl Store for PgStore {
                 .await
                 .map_err(store_error)?;
             if created.tasks > 0 {
-                if let Err(e) = cycles::vacuum_tasks(&mut conn).await {
+                if let Err(e) = tasks::vacuum_tasks(&mut conn).await {
                     tracing::warn!(error = %e, "could not vacuum task_pool after creating the cycle");
                 }
             }

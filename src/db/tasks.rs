@@ -250,6 +250,14 @@ pub async fn claim(
     Ok(rows)
 }
 
+/// `VACUUM (ANALYZE)` of the task table (outside any transaction).
+pub async fn vacuum_tasks(conn: &mut AsyncPgConnection) -> Result<(), DbError> {
+    diesel::sql_query("VACUUM (ANALYZE) task_pool")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Pending tasks in the whole pool.
 pub async fn count_pending(conn: &mut AsyncPgConnection) -> Result<i64, DbError> {
     super::count(
