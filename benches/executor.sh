@@ -9,7 +9,9 @@
 # workers' own wall time for physics + rendering + observation encoding in the same run (the sums of
 # kinitro_sim_step_seconds, kinitro_render_seconds and kinitro_obs_encode_seconds from the executor's
 # /metrics): wall time, so it includes waiting for a core and the cache misses of K interleaved
-# episodes.
+# episodes. It also splits the executor's CPU between the episode-worker threads (MuJoCo, rendering
+# with Mesa's rasteriser threads, encoding) and the rest (the pools' arbiters: HTTP to the miners, episode state machines; the API
+# client), and gives the executor's peak resident memory.
 #
 # Usage: benches/executor.sh [EPISODES_WITH_IMAGES] [STEPS] [EPISODES_WITHOUT_IMAGES]
 #        (defaults 16 and 128 episodes of 100 steps: enough to fill the slots of each case)
@@ -29,6 +31,11 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# "tid kind ticks" per thread of process $1; kind is worker (episode workers and Mesa's llvmpipe
+# rasteriser threads, which render for them) or other.
+thread_ticks() { for t in /proc/"$1"/task/*; do
+  printf '%s %s %s\n' "${t##*/}" "$(grep -Eq '^(episode-worker|llvmpipe)' "$t/comm" && echo worker || echo other)" "$(awk '{print $14 + $15}' "$t/stat")"
+done 2>/dev/null; }
 TICK=$(getconf CLK_TCK)
 
 echo "== baseline (in-process, pick-place, zero policy, $STEPS steps) =="
@@ -59,16 +66,19 @@ run_case() { # images(true|false) delay_ms K episodes
     "$BIN" executor --api-url "http://127.0.0.1:$api_port" >"$WORK/executor.log" 2>&1 & local ex_pid=$!; PIDS+=($ex_pid)
   sleep 0.5
   local start end ticks0 ticks1 done_count=0
-  ticks0=$(cpu_ticks "$ex_pid"); start=$(date +%s.%N)
+  ticks0=$(cpu_ticks "$ex_pid"); thread_ticks "$ex_pid" > "$WORK/threads0"; start=$(date +%s.%N)
   while [ "$done_count" -lt "$EPISODES" ]; do
     sleep 0.2
     done_count=$(curl -s "http://127.0.0.1:$api_port/v1/tasks/stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["completed_tasks"] + d["failed_tasks"])')
   done
-  end=$(date +%s.%N); ticks1=$(cpu_ticks "$ex_pid")
+  end=$(date +%s.%N); ticks1=$(cpu_ticks "$ex_pid"); thread_ticks "$ex_pid" > "$WORK/threads1"
+  local worker_ticks peak_rss
+  worker_ticks=$(awk 'NR == FNR { t0[$1] = $3; next } $2 == "worker" { s += $3 - t0[$1] } END { print s + 0 }' "$WORK/threads0" "$WORK/threads1")
+  peak_rss=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$ex_pid/status")
   curl -s "http://127.0.0.1:$metrics_port/metrics" > "$WORK/metrics.txt"
-  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" <<'EOF'
+  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" "$worker_ticks" "$peak_rss" <<'EOF'
 import sys
-images, delay, k, start, end, t0, t1, tick, episodes, steps, metrics = sys.argv[1:]
+images, delay, k, start, end, t0, t1, tick, episodes, steps, metrics, worker_ticks, rss = sys.argv[1:]
 wall = float(end) - float(start); cpu = (int(t1) - int(t0)) / int(tick); n = int(episodes) * int(steps)
 def total(name):
     return sum(float(l.rsplit(" ", 1)[1]) for l in open(metrics) if l.startswith(name + "_sum"))
@@ -76,6 +86,9 @@ worker = sum(total(m) for m in ("kinitro_sim_step_seconds", "kinitro_render_seco
 print(f"images {'on ' if images == 'true' else 'off'} delay {int(delay):>2} ms K {int(k):>3} ({episodes} episodes): "
       f"{int(episodes) / wall:6.2f} episodes/s {n / wall:8.0f} env steps/s  executor CPU {1e3 * cpu / n:6.3f} ms/step"
       f"  (workers' physics+render+encode wall time {1e3 * worker / n:6.3f} ms/step)")
+workers = int(worker_ticks) / int(tick)
+print(f"  executor CPU split: episode workers (and their rasteriser) {1e3 * workers / n:6.3f} ms/step, "
+      f"arbiters and the rest {1e3 * (cpu - workers) / n:6.3f} ms/step; peak RSS {rss} MiB")
 EOF
   echo "  miner timeouts: $(grep -c "Miner action timeout" "$WORK/executor.log" || true)"
   kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true

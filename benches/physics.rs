@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use kinitro::sim::env::Env;
+use kinitro::sim::env::{Env, Scene};
 use kinitro::sim::task::Task;
 use kinitro::sim::{assets, render};
 use mujoco_rs::renderer::MjRenderer;
@@ -89,10 +89,12 @@ fn interleaved(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     let task = Task::PickPlace;
     let m = model(task);
+    // As on an episode worker: the environments share one scene.
+    let scene = Scene::new(m.clone()).unwrap();
     for n in [1usize, 128] {
         let mut envs: Vec<Env> = (0..n)
             .map(|i| {
-                let mut e = Env::new(task, &m).unwrap();
+                let mut e = Env::on_scene(task, scene.clone()).unwrap();
                 e.reset(i as u64).unwrap();
                 e
             })

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use kinitro::config::miner::PolicyKind;
 use kinitro::miner::policy::Policy;
 use kinitro::sim::action::Action;
-use kinitro::sim::env::{Env, SimError};
+use kinitro::sim::env::{Env, Scene, SimError};
 use kinitro::sim::rng::{EpisodeDraw, SimRng};
 use kinitro::sim::rollout::run_episode;
 use kinitro::sim::task::Task;
@@ -177,6 +177,71 @@ fn cached_hand_reset_matches_a_fresh_one() {
             let fresh = trajectory(&mut env(task), seed);
             assert_eq!(cached, fresh, "{task:?} seed {seed}");
         }
+    }
+}
+
+/// The overlay values the model of `e` holds now.
+fn overlay(e: &mut Env) -> Vec<Vec<f64>> {
+    let a = e.sim().overlay_mut();
+    [
+        a.body_pos,
+        a.site_pos,
+        a.geom_friction,
+        a.dof_damping,
+        a.eq_data,
+    ]
+    .map(|v| v.to_vec())
+    .to_vec()
+}
+
+#[test]
+fn environments_sharing_a_scene_match_environments_alone() {
+    for task in Task::ALL {
+        let scene = Scene::new(models()[task as usize].clone()).unwrap();
+        let mut shared: Vec<Env> = (0..3)
+            .map(|_| Env::on_scene(task, scene.clone()).unwrap())
+            .collect();
+        let mut alone: Vec<Env> = (0..3).map(|_| env(task)).collect();
+        for (i, (s, a)) in shared.iter_mut().zip(&mut alone).enumerate() {
+            assert_eq!(s.reset(20 + i as u64), a.reset(20 + i as u64), "{task:?}");
+        }
+        // Steps taken in turns, and one environment starting a new episode in the middle.
+        for t in 0..40 {
+            for (i, (s, a)) in shared.iter_mut().zip(&mut alone).enumerate() {
+                if t == 20 && i == 1 {
+                    assert_eq!(s.reset(30), a.reset(30), "{task:?} new episode");
+                }
+                let x = (t as f32 / 20.0 - 1.0) * if i == 2 { -1.0 } else { 1.0 };
+                let action = [x, 0.5 - x, 0.3 * x, x];
+                assert_eq!(
+                    s.step(action).unwrap(),
+                    a.step(action).unwrap(),
+                    "{task:?} env {i} step {t}"
+                );
+                assert_eq!(overlay(s), overlay(a), "{task:?} env {i} step {t}: overlay");
+            }
+        }
+        assert_ne!(
+            shared[0].draw().friction_scale,
+            shared[1].draw().friction_scale
+        );
+    }
+}
+
+#[test]
+fn the_reset_image_shows_this_episode_s_goal() {
+    for task in [Task::Reach, Task::PickPlace, Task::DrawerOpen] {
+        let model = &models()[task as usize];
+        let mut cams = render::Cameras::new(model).expect("EGL renderer");
+        let mut reused = env(task);
+        trajectory(&mut reused, 40);
+        reused.reset(41).unwrap();
+        let mut fresh = env(task);
+        fresh.reset(41).unwrap();
+        assert!(
+            cams.render(reused.sim()).unwrap() == cams.render(fresh.sim()).unwrap(),
+            "{task:?}: the reset image shows the previous episode's goal"
+        );
     }
 }
 

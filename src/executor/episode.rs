@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use kinitro_actors::scoring::aggregate::FailureKind;
 use kinitro_actors::tasks::TaskResult;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{oneshot, watch};
 
 use super::worker::{reset_body, Job, SimAnswer};
@@ -50,19 +51,34 @@ pub struct Limits {
     pub allow_private_endpoints: bool,
 }
 
-/// Records the executor metrics of one exchange (api.md 4.12) when a registry is attached.
-fn observe(metrics: Option<&Metrics>, env: &str, answer: &SimAnswer, step: bool) {
-    let Some(m) = metrics else { return };
-    if step {
-        m.sim_step
-            .get_or_create(&vec![("env", env.to_string())])
-            .observe(answer.timings[0]);
-    }
-    if answer.body.is_some() {
-        if answer.timings[1] > 0.0 {
-            m.render.observe(answer.timings[1]);
+/// One episode's handles on the executor metrics (api.md 4.12), looked up once per episode.
+struct EpisodeMetrics<'a> {
+    metrics: &'a Metrics,
+    sim_step: Histogram,
+    action_latency: Histogram,
+}
+
+impl<'a> EpisodeMetrics<'a> {
+    fn new(metrics: &'a Metrics, env: &str) -> Self {
+        let labels = vec![("env", env.to_string())];
+        Self {
+            metrics,
+            sim_step: metrics.sim_step.get_or_create(&labels).clone(),
+            action_latency: metrics.action_latency.get_or_create(&labels).clone(),
         }
-        m.obs_encode.observe(answer.timings[2]);
+    }
+
+    /// Records the worker's timings of a reset or a step.
+    fn simulated(&self, answer: &SimAnswer, step: bool) {
+        if step {
+            self.sim_step.observe(answer.timings[0]);
+        }
+        if answer.body.is_some() {
+            if answer.timings[1] > 0.0 {
+                self.metrics.render.observe(answer.timings[1]);
+            }
+            self.metrics.obs_encode.observe(answer.timings[2]);
+        }
     }
 }
 
@@ -122,7 +138,7 @@ async fn ask(
 /// the executor gives up on in-flight episodes) and the metrics registry.
 pub struct Context<'a> {
     /// The pool's miner client.
-    pub client: &'a awc::Client,
+    pub client: &'a miner::MinerClient,
     /// The pool's episode worker.
     pub worker: &'a mpsc::Sender<Job>,
     /// Per-episode limits.
@@ -158,6 +174,7 @@ async fn drive(
     p: &mut Progress,
 ) -> Result<(), (String, FailureKind)> {
     let (client, worker, limits, stop) = (cx.client, cx.worker, cx.limits, cx.stop);
+    let metrics = cx.metrics.map(|m| EpisodeMetrics::new(m, &task.env_id));
     let kind = Task::from_env_id(&task.env_id)
         .ok_or_else(|| infra(format!("Unknown environment: {}", task.env_id)))?;
     guard::check_endpoint(&task.miner_endpoint, limits.allow_private_endpoints)
@@ -165,18 +182,15 @@ async fn drive(
         .map_err(miner_fault)?;
     let started = Instant::now();
     let budget = Duration::from_secs_f64(limits.eval_timeout);
-    let rt = miner::reset(
-        client,
-        &task.miner_endpoint,
-        &task.task_uuid,
-        reset_body(kind, task.seed),
-        limits.reset_timeout,
-    )
-    .await
-    .map_err(miner_fault)?;
+    let calls = miner::MinerCalls::new(client, &task.miner_endpoint, &task.task_uuid)
+        .map_err(miner_fault)?;
+    let rt = calls
+        .reset(reset_body(kind, task.seed), limits.reset_timeout)
+        .await
+        .map_err(miner_fault)?;
     p.miner_time += rt;
-    if let Some(m) = cx.metrics {
-        m.reset_latency.observe(rt.as_secs_f64());
+    if let Some(m) = &metrics {
+        m.metrics.reset_latency.observe(rt.as_secs_f64());
     }
     let sim_seed = task.sim_seed;
     let mut answer = ask(worker, |reply| Job::Reset {
@@ -186,7 +200,9 @@ async fn drive(
         reply,
     })
     .await?;
-    observe(cx.metrics, &task.env_id, &answer, false);
+    if let Some(m) = &metrics {
+        m.simulated(&answer, false);
+    }
     let steps = limits.max_timesteps.min(MAX_STEPS);
     for t in 0..steps {
         if *stop.borrow() {
@@ -199,23 +215,14 @@ async fn drive(
             .body
             .take()
             .ok_or_else(|| infra("Executor error: missing observation"))?;
-        let (action, rt) = miner::act(
-            client,
-            &task.miner_endpoint,
-            &task.task_uuid,
-            body,
-            limits.action_timeout,
-            limits.max_response_bytes,
-            t,
-        )
-        .await
-        .map_err(miner_fault)?;
+        let (action, rt) = calls
+            .act(body, limits.action_timeout, limits.max_response_bytes, t)
+            .await
+            .map_err(miner_fault)?;
         p.round_trips.push(rt);
         p.miner_time += rt;
-        if let Some(m) = cx.metrics {
-            m.action_latency
-                .get_or_create(&vec![("env", task.env_id.clone())])
-                .observe(rt.as_secs_f64());
+        if let Some(m) = &metrics {
+            m.action_latency.observe(rt.as_secs_f64());
         }
         let native = action.native();
         let observe = t + 1 < steps;
@@ -226,7 +233,9 @@ async fn drive(
             reply,
         })
         .await?;
-        self::observe(cx.metrics, &task.env_id, &answer, true);
+        if let Some(m) = &metrics {
+            m.simulated(&answer, true);
+        }
         p.timesteps = t + 1;
         p.total_reward += answer.reward;
         p.success |= answer.success;

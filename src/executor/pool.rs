@@ -1,6 +1,6 @@
 //! The ExecutorPool actor (ARCHITECTURE.md; executor.md 2): one per arbiter thread. It runs its
-//! episodes' miner HTTP I/O and state machines on that arbiter, with the arbiter's own awc client
-//! (awc clients are not `Send`, so the pool builds it on its thread), and sends every MuJoCo job to
+//! episodes' miner HTTP I/O and state machines on that arbiter, with the arbiter's own miner client
+//! (awc's connection pool is not `Send`, so the pool builds it on its thread), and sends every MuJoCo job to
 //! its one episode-worker thread — so a miner's reply is time-stamped the moment it arrives and the
 //! simulation is never charged to the miner.
 //!
@@ -47,13 +47,13 @@ pub struct PoolParts {
 /// Up to K episodes in flight on one arbiter.
 pub struct ExecutorPool {
     parts: Rc<PoolParts>,
-    client: awc::Client,
+    client: miner::MinerClient,
 }
 
 impl ExecutorPool {
     /// A pool from its parts, with a miner client built on the calling (arbiter) thread.
     pub fn new(parts: PoolParts) -> Self {
-        let client = miner::client(parts.limits.allow_private_endpoints);
+        let client = miner::MinerClient::new(parts.limits.allow_private_endpoints);
         Self {
             parts: Rc::new(parts),
             client,

@@ -1,20 +1,21 @@
 //! A pool's episode worker (executor.md 2): one OS thread doing all MuJoCo stepping, rendering and
 //! observation encoding of the pool's episodes, one job at a time in arrival order.
 //!
-//! It keeps one compiled model per env id, idle environments (model copies) for reuse, the
-//! environment of each episode in flight, and one renderer per env id, all created lazily.
+//! It keeps one scene per env id (a compiled model shared by that env id's environments), idle
+//! environments for reuse, the environment of each episode in flight, and one renderer per env id,
+//! all created lazily.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::Instant;
 
 use base64::Engine;
-use mujoco_rs::prelude::MjModel;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::sim::env::{Env, STATE_LEN};
+use crate::sim::env::{Env, Scene, STATE_LEN};
 use crate::sim::render::{self, Cameras};
 use crate::sim::task::Task;
 use crate::sim::{assets, env};
@@ -79,7 +80,7 @@ pub enum Job {
 struct Worker {
     assets: PathBuf,
     options: ObsOptions,
-    models: HashMap<Task, MjModel>,
+    scenes: HashMap<Task, Rc<Scene>>,
     idle: HashMap<Task, Vec<Env>>,
     running: HashMap<u64, Env>,
     cameras: HashMap<Task, Cameras>,
@@ -95,7 +96,7 @@ pub fn spawn(assets: PathBuf, options: ObsOptions, name: String) -> mpsc::Sender
             let mut w = Worker {
                 assets,
                 options,
-                models: HashMap::new(),
+                scenes: HashMap::new(),
                 idle: HashMap::new(),
                 running: HashMap::new(),
                 cameras: HashMap::new(),
@@ -159,12 +160,17 @@ impl Worker {
         if let Some(e) = self.idle.get_mut(&task).and_then(Vec::pop) {
             return Ok(e);
         }
-        if !self.models.contains_key(&task) {
-            let model = assets::load(&self.assets, task.scene_file())
-                .map_err(|e| format!("Simulator error: {e}"))?;
-            self.models.insert(task, model);
-        }
-        Env::new(task, &self.models[&task]).map_err(|e| format!("Simulator error: {e}"))
+        let scene = match self.scenes.get(&task) {
+            Some(scene) => scene.clone(),
+            None => {
+                let model = assets::load(&self.assets, task.scene_file())
+                    .map_err(|e| format!("Simulator error: {e}"))?;
+                let scene = Scene::new(model).map_err(|e| format!("Simulator error: {e}"))?;
+                self.scenes.insert(task, scene.clone());
+                scene
+            }
+        };
+        Env::on_scene(task, scene).map_err(|e| format!("Simulator error: {e}"))
     }
 
     fn reset(&mut self, id: u64, task: Task, sim_seed: u64) -> Result<SimAnswer, SimFailure> {
@@ -238,11 +244,12 @@ impl Worker {
         if self.options.images {
             let task = e.task();
             if !self.cameras.contains_key(&task) {
-                let model = &self
-                    .models
+                let scene = self
+                    .scenes
                     .get(&task)
                     .ok_or("Render error: scene not loaded")?;
-                let cams = Cameras::new(model).map_err(|err| format!("Render error: {err}"))?;
+                let cams =
+                    Cameras::new(scene.model()).map_err(|err| format!("Render error: {err}"))?;
                 self.cameras.insert(task, cams);
             }
             let cams = self.cameras.get_mut(&task).expect("inserted above");

@@ -1,12 +1,16 @@
-//! One MetaWorld environment on its own model copy (environments.md 3–8): runtime edits, the
-//! per-episode overlay, the reset sequence, the step, the 39-number state and the proprio reading.
+//! One MetaWorld environment (environments.md 3–8): runtime edits, the per-episode overlay, the
+//! reset sequence, the step, the 39-number state and the proprio reading.
 //!
-//! An `Env` is reused episode after episode: every reset rewrites the whole overlay from the
-//! pristine values, so nothing of one episode is visible to the next.
+//! The environments of one thread share a [`Scene`] per task (one model, see mj.rs), each with its
+//! own data. An environment writes its whole overlay into the shared model, always from the
+//! scene's pristine values, at every reset and before every step, so neither another environment
+//! on the scene nor an earlier episode is visible to it.
+
+use std::rc::Rc;
 
 use mujoco_rs::prelude::{MjModel, MjtState};
 
-use super::mj::{Obj, Sim, EQ_DATA_WIDTH};
+use super::mj::{self, Obj, SharedModel, Sim, EQ_DATA_WIDTH};
 use super::reward::{self, EpisodeConstants, Frame};
 use super::rng::EpisodeDraw;
 use super::task::{clip3, Task, HAND_BOUNDS, MOCAP_BOUNDS};
@@ -166,11 +170,38 @@ impl Ids {
     }
 }
 
-/// Pristine copies of the model values an episode overlays.
-#[derive(Debug, Clone)]
-struct Pristine {
+/// A task's compiled scene with the runtime edits of environments.md 3, shared by the environments
+/// of one thread, and the pristine values of what an episode overlays.
+pub struct Scene {
+    shared: SharedModel,
     geom_friction: Vec<f64>,
     dof_damping: Vec<f64>,
+}
+
+impl Scene {
+    /// Edits and shares a compiled scene.
+    pub fn new(mut model: MjModel) -> Result<Rc<Self>, SimError> {
+        let arrays = mj::model_arrays(&mut model);
+        if arrays.eq_data.len() < EQ_DATA_WIDTH {
+            return Err(SimError("the scene has no mocap weld".into()));
+        }
+        // The mocap weld as MetaWorld writes it: 11 values; entry 11 (new in 3.17) stays compiled.
+        arrays.eq_data[..11]
+            .copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0]);
+        let (geom_friction, dof_damping) =
+            (arrays.geom_friction.to_vec(), arrays.dof_damping.to_vec());
+        drop(arrays);
+        Ok(Rc::new(Self {
+            shared: SharedModel::new(model),
+            geom_friction,
+            dof_damping,
+        }))
+    }
+
+    /// The edited model (for the renderer).
+    pub fn model(&self) -> &MjModel {
+        self.shared.model()
+    }
 }
 
 /// The hand reset's result for tasks where it does not depend on the episode.
@@ -181,12 +212,14 @@ struct HandResetCache {
     obj_z: f64,
 }
 
-/// One MetaWorld environment: a model copy, its data and the current episode.
+/// One MetaWorld environment: its data on a shared scene, and the current episode.
 pub struct Env {
     task: Task,
     sim: Sim,
     ids: Ids,
-    pristine: Pristine,
+    scene: Rc<Scene>,
+    /// The friction and damping scales in force (nominal during the reset's settling).
+    scales: (f64, f64),
     hand_cache: Option<HandResetCache>,
     draw: EpisodeDraw,
     consts: EpisodeConstants,
@@ -198,27 +231,21 @@ pub struct Env {
 const INTEGRATION: u32 = MjtState::mjSTATE_INTEGRATION as u32;
 
 impl Env {
-    /// An environment on a private copy of `model` (the compiled scene of `task`), with the
-    /// runtime edits of environments.md 3 applied.
+    /// An environment on a scene of its own: a copy of `model` (the compiled scene of `task`).
     pub fn new(task: Task, model: &MjModel) -> Result<Self, SimError> {
-        let mut sim = Sim::new(model.clone());
+        Self::on_scene(task, Scene::new(model.clone())?)
+    }
+
+    /// An environment on a shared scene of `task`.
+    pub fn on_scene(task: Task, scene: Rc<Scene>) -> Result<Self, SimError> {
+        let sim = Sim::new(&scene.shared);
         let ids = Ids::resolve(&sim, task).map_err(SimError)?;
-        let arrays = sim.overlay_mut();
-        if arrays.eq_data.len() < EQ_DATA_WIDTH {
-            return Err(SimError("the scene has no mocap weld".into()));
-        }
-        // The mocap weld as MetaWorld writes it: 11 values; entry 11 (new in 3.17) stays compiled.
-        arrays.eq_data[..11]
-            .copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0]);
-        let pristine = Pristine {
-            geom_friction: arrays.geom_friction.to_vec(),
-            dof_damping: arrays.dof_damping.to_vec(),
-        };
         Ok(Self {
             task,
             sim,
             ids,
-            pristine,
+            scene,
+            scales: (1.0, 1.0),
             hand_cache: None,
             draw: EpisodeDraw::nominal(vec![]),
             consts: EpisodeConstants::default(),
@@ -243,7 +270,8 @@ impl Env {
         self.steps
     }
 
-    /// The simulator, for rendering the current episode.
+    /// The simulator, for rendering the current episode. Its model holds the overlay of the
+    /// environment on this scene that was reset or stepped last (rendering reads only the data).
     pub fn sim(&mut self) -> &mut Sim {
         &mut self.sim
     }
@@ -265,6 +293,8 @@ impl Env {
             )));
         }
         self.draw = draw;
+        // Step 1: the placement overlay, goal site included, with nominal physics.
+        self.consts.target = self.placement_target(None);
         self.write_overlay(1.0, 1.0);
         let hand_init = self.task.hand_init();
         let (init_tcp, settled_obj_z) = match (&self.hand_cache, self.task.hand_reset_cacheable()) {
@@ -296,6 +326,7 @@ impl Env {
         self.consts = EpisodeConstants {
             init_tcp,
             hand_init,
+            target: self.placement_target(Some(settled_obj_z)),
             ..Default::default()
         };
         self.place(settled_obj_z);
@@ -311,17 +342,29 @@ impl Env {
         Ok(state)
     }
 
-    /// Writes this episode's placement and the given physics scales, always from pristine values.
+    /// Sets the physics scales in force and writes the overlay.
     fn write_overlay(&mut self, friction_scale: f64, damping_scale: f64) {
-        let (task, ids, pristine, v) = (self.task, &self.ids, &self.pristine, &self.draw.placement);
+        self.scales = (friction_scale, damping_scale);
+        self.apply_overlay();
+    }
+
+    /// Writes this environment's overlay into the shared model, always from pristine values: the
+    /// physics scales in force, the episode's placement and the goal site.
+    fn apply_overlay(&mut self) {
+        let (task, ids, scene, v) = (self.task, &self.ids, &self.scene, &self.draw.placement);
+        let ((friction_scale, damping_scale), goal) = (self.scales, self.consts.target);
         let arrays = self.sim.overlay_mut();
-        for (out, p) in arrays.geom_friction.iter_mut().zip(&pristine.geom_friction) {
+        for (out, p) in arrays.geom_friction.iter_mut().zip(&scene.geom_friction) {
             *out = p * friction_scale;
         }
-        for (out, p) in arrays.dof_damping.iter_mut().zip(&pristine.dof_damping) {
+        for (out, p) in arrays.dof_damping.iter_mut().zip(&scene.dof_damping) {
             *out = p * damping_scale;
         }
-        // The goal site needs no reset here: every tail writes it (sites never touch the physics).
+        // This episode's goal from reset step 1 on, so every image shows it (sites never touch
+        // the physics).
+        if let Some(s) = ids.goal_site {
+            arrays.site_pos[3 * s..3 * s + 3].copy_from_slice(&goal);
+        }
         if let Some(b) = ids.placed_body {
             let pos = match task {
                 Task::PegInsert => [v[3], v[4], v[5]],
@@ -358,35 +401,45 @@ impl Env {
         self.sim.data().forward();
     }
 
-    /// The task's placement tail (environments.md 8.x "Tail").
+    /// The episode's goal (environments.md 8.x), from the placement alone but for push, whose height
+    /// is the object's settled height (the placement's own goal height until it is known), and
+    /// button-press, whose target the tail reads from the scene.
+    fn placement_target(&self, settled_obj_z: Option<f64>) -> [f64; 3] {
+        let v = &self.draw.placement;
+        match self.task {
+            Task::Reach | Task::PickPlace => [v[3], v[4], v[5]],
+            Task::Push => [v[3], v[4], settled_obj_z.unwrap_or(v[5])],
+            Task::DoorOpen => [v[0] - 0.3, v[1] - 0.45, v[2]],
+            Task::DrawerOpen => [v[0], v[1] - 0.36, v[2] + 0.09],
+            Task::DrawerClose => [v[0], v[1] - 0.16, v[2] + 0.09],
+            Task::ButtonPress => [0.0; 3],
+            Task::PegInsert => [v[3] + 0.03, v[4], v[5] + 0.13],
+        }
+    }
+
+    /// The task's placement tail (environments.md 8.x "Tail"), after `consts.target` is set. The
+    /// goal site is written first, so the tail's `mj_forward` already places it.
     fn place(&mut self, settled_obj_z: f64) {
+        self.set_goal_site(self.consts.target);
         let v = self.draw.placement.clone();
         let v3 = |i: usize| [v[i], v[i + 1], v[i + 2]];
-        let c = &mut self.consts;
         match self.task {
             Task::Reach | Task::PickPlace => {
-                c.target = v3(3);
-                c.obj_init = v3(0);
+                self.consts.obj_init = v3(0);
                 self.set_object_position(v3(0));
             }
             Task::Push => {
-                c.obj_init = [v[0], v[1], settled_obj_z];
-                c.target = [v[3], v[4], settled_obj_z];
-                let obj_init = c.obj_init;
-                self.set_object_position(obj_init);
+                self.consts.obj_init = [v[0], v[1], settled_obj_z];
+                self.set_object_position(self.consts.obj_init);
             }
             Task::DoorOpen => {
-                c.target = [v[0] - 0.3, v[1] - 0.45, v[2]];
                 let (q, d) = (self.ids.object_qpos, self.ids.object_dof);
                 self.sim.qpos_mut()[q] = 0.0;
                 self.sim.qvel_mut()[d] = 0.0;
                 self.sim.data().forward();
             }
-            Task::DrawerOpen => {
-                c.target = [v[0], v[1] - 0.36, v[2] + 0.09];
-            }
+            Task::DrawerOpen => {}
             Task::DrawerClose => {
-                c.target = [v[0], v[1] - 0.16, v[2] + 0.09];
                 let q = self.ids.object_qpos;
                 self.sim.qpos_mut()[q] = -0.15;
                 self.sim.data().forward();
@@ -397,18 +450,15 @@ impl Env {
                 self.sim.data().forward();
                 let (hole, start) = (self.ids.extra_sites[0], self.ids.extra_sites[1]);
                 let target = self.sim.site_xpos(hole);
-                c.target = target;
-                c.press_init = (target[2] - self.sim.site_xpos(start)[2]).abs();
+                self.consts.target = target;
+                self.consts.press_init = (target[2] - self.sim.site_xpos(start)[2]).abs();
             }
             Task::PegInsert => {
-                c.obj_init = v3(0);
-                c.head_init = self.sim.site_xpos(self.ids.extra_sites[0]);
-                c.target = [v[3] + 0.03, v[4], v[5] + 0.13];
+                self.consts.obj_init = v3(0);
+                self.consts.head_init = self.sim.site_xpos(self.ids.extra_sites[0]);
                 self.set_object_position(v3(0));
             }
         }
-        let target = self.consts.target;
-        self.set_goal_site(target);
     }
 
     fn tcp(&self) -> [f64; 3] {
@@ -470,6 +520,7 @@ impl Env {
                 "step after the episode's {MAX_STEPS} steps"
             )));
         }
+        self.apply_overlay();
         let a = action.map(|x| if x.is_nan() { 0.0 } else { x.clamp(-1.0, 1.0) });
         let mocap = self.sim.mocap_pos_mut();
         for i in 0..3 {

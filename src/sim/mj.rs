@@ -1,15 +1,48 @@
-//! The one place that touches MuJoCo's raw arrays: a model copy with its data, and typed, bounds-
-//! checked views of the few fields the environments read and write (environments.md 3–5).
+//! The one place that touches MuJoCo's raw arrays: a model shared by the simulations of one thread,
+//! each simulation's data, and typed, bounds-checked views of the few fields the environments read
+//! and write (environments.md 3–5).
+//!
+//! Why a shared model: a compiled MetaWorld scene is about 20 MB (meshes and textures), so a copy
+//! per episode slot costs gigabytes and tens of milliseconds each. The simulations of one thread
+//! share one model per scene instead, and each environment writes its own overlay values into the
+//! shared arrays before each of its MuJoCo calls (`Env` in env.rs).
 
-use mujoco_rs::mujoco_c::{mjNEQDATA, mjtNum};
+use std::cell::{RefCell, RefMut};
+use std::rc::Rc;
+
+use mujoco_rs::mujoco_c::{mjModel, mjNEQDATA, mjtNum};
 use mujoco_rs::prelude::{MjData, MjModel, MjtObjBase};
 
 /// Object kinds looked up by name.
 pub use mujoco_rs::prelude::MjtObjBase as Obj;
 
-/// A model copy owned by one environment, with its simulation data.
+/// A compiled model shared by the simulations of one thread, with the lock that keeps its overlay
+/// arrays written by one simulation at a time.
+#[derive(Clone)]
+pub struct SharedModel {
+    model: Rc<MjModel>,
+    writing: Rc<RefCell<()>>,
+}
+
+impl SharedModel {
+    /// Shares `model`.
+    pub fn new(model: MjModel) -> Self {
+        Self {
+            model: Rc::new(model),
+            writing: Rc::default(),
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &MjModel {
+        &self.model
+    }
+}
+
+/// One simulation's data on a shared model.
 pub struct Sim {
-    data: MjData<Box<MjModel>>,
+    data: MjData<Rc<MjModel>>,
+    writing: Rc<RefCell<()>>,
 }
 
 /// Reads `N` consecutive numbers of row `row` of a raw MuJoCo array of `rows` rows.
@@ -26,16 +59,41 @@ unsafe fn row<const N: usize>(ptr: *const mjtNum, rows: i64, row: usize) -> [f64
 /// A mutable slice over a whole raw MuJoCo array.
 ///
 /// # Safety
-/// `ptr` must point to `len` numbers owned by a struct borrowed mutably for `'a`.
+/// `ptr` must point to `len` numbers that nothing else reads or writes during `'a`.
 unsafe fn slice_mut<'a>(ptr: *mut mjtNum, len: i64) -> &'a mut [f64] {
     unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) }
 }
 
+/// The overlay arrays of a raw model.
+///
+/// # Safety
+/// Nothing else may read or write these arrays of `m` while the views live.
+unsafe fn arrays<'a>(m: &mjModel) -> ModelArrays<'a> {
+    // SAFETY: each pointer holds the number of values given (MuJoCo's layout).
+    unsafe {
+        ModelArrays {
+            body_pos: slice_mut(m.body_pos, m.nbody * 3),
+            site_pos: slice_mut(m.site_pos, m.nsite * 3),
+            geom_friction: slice_mut(m.geom_friction, m.ngeom * 3),
+            dof_damping: slice_mut(m.dof_damping, m.nv),
+            eq_data: slice_mut(m.eq_data, m.neq * mjNEQDATA as i64),
+            _writing: None,
+        }
+    }
+}
+
+/// The overlay arrays of a model not yet shared.
+pub fn model_arrays(model: &mut MjModel) -> ModelArrays<'_> {
+    // SAFETY: the model is borrowed mutably for the views' lifetime.
+    unsafe { arrays(model.ffi()) }
+}
+
 impl Sim {
-    /// Wraps a model (a private copy) with fresh data.
-    pub fn new(model: MjModel) -> Self {
+    /// Fresh data on a shared model.
+    pub fn new(shared: &SharedModel) -> Self {
         Self {
-            data: MjData::new(Box::new(model)),
+            data: MjData::new(Rc::clone(&shared.model)),
+            writing: Rc::clone(&shared.writing),
         }
     }
 
@@ -45,7 +103,7 @@ impl Sim {
     }
 
     /// The data, for MuJoCo calls (step, forward, rendering).
-    pub fn data(&mut self) -> &mut MjData<Box<MjModel>> {
+    pub fn data(&mut self) -> &mut MjData<Rc<MjModel>> {
         &mut self.data
     }
 
@@ -199,20 +257,25 @@ impl Sim {
         }
     }
 
-    /// The model arrays an episode overlays (environments.md 7.3), mutable.
+    /// The model arrays an episode overlays (environments.md 7.3), mutable. They belong to the
+    /// shared model: what is written here is seen by every simulation on it until overwritten.
+    ///
+    /// No MuJoCo call on any simulation of this model may run while the views live.
+    ///
+    /// # Panics
+    /// While another simulation on the same model holds its overlay views.
     pub fn overlay_mut(&mut self) -> ModelArrays<'_> {
-        // SAFETY: only values are written, never sizes or addresses; the data stays valid.
-        let m = unsafe { self.data.model_mut().ffi_mut() };
-        // SAFETY: each pointer holds the number of values given (MuJoCo's layout).
-        unsafe {
-            ModelArrays {
-                body_pos: slice_mut(m.body_pos, m.nbody * 3),
-                site_pos: slice_mut(m.site_pos, m.nsite * 3),
-                geom_friction: slice_mut(m.geom_friction, m.ngeom * 3),
-                dof_damping: slice_mut(m.dof_damping, m.nv),
-                eq_data: slice_mut(m.eq_data, m.neq * mjNEQDATA as i64),
-            }
-        }
+        let guard = self
+            .writing
+            .try_borrow_mut()
+            .expect("one overlay writer at a time per shared model");
+        // SAFETY: only values are written, never sizes or addresses, so the data stays valid; the
+        // arrays are C memory no Rust reference covers, the model never leaves this thread (`Rc`),
+        // and the guard keeps a second writer out. MuJoCo reads them inside the MuJoCo calls of
+        // any simulation on the model; the environments make none while they hold the views.
+        let mut views = unsafe { arrays(self.data.model().ffi()) };
+        views._writing = Some(guard);
+        views
     }
 }
 
@@ -228,6 +291,8 @@ pub struct ModelArrays<'a> {
     pub dof_damping: &'a mut [f64],
     /// Equality constraint data, neq × mjNEQDATA (12 in MuJoCo 3.17).
     pub eq_data: &'a mut [f64],
+    /// The shared model's write lock, held while the views live.
+    _writing: Option<RefMut<'a, ()>>,
 }
 
 /// Numbers per equality constraint in this MuJoCo (12 in 3.17; 11 in 3.3).
