@@ -3,8 +3,8 @@
 //!
 //! The environments of one thread share a [`Scene`] per task (one model, see mj.rs), each with its
 //! own data. An environment writes its whole overlay into the shared model, always from the
-//! scene's pristine values, at every reset and before every step, so neither another environment
-//! on the scene nor an earlier episode is visible to it.
+//! scene's pristine values, at every reset, before every step and before rendering (environments.md
+//! 7.3), so neither another environment on the scene nor an earlier episode is visible to it.
 
 use std::rc::Rc;
 
@@ -270,9 +270,10 @@ impl Env {
         self.steps
     }
 
-    /// The simulator, for rendering the current episode. Its model holds the overlay of the
-    /// environment on this scene that was reset or stepped last (rendering reads only the data).
+    /// The simulator, for rendering the current episode, with this episode's overlay in the
+    /// shared model (environments.md 7.3).
     pub fn sim(&mut self) -> &mut Sim {
+        self.apply_overlay();
         &mut self.sim
     }
 
