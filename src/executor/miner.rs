@@ -183,6 +183,11 @@ impl MinerCalls {
 fn request_head(endpoint: &str, path: &str, episode: &str) -> Result<RequestHead, String> {
     let url = format!("{}{path}", endpoint.trim_end_matches('/'));
     let uri: Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "invalid URL {url}: the scheme must be http or https"
+        ));
+    }
     let host = match (uri.host(), uri.port_u16()) {
         (None, _) => return Err(format!("invalid URL {url}: no host")),
         (Some(h), None | Some(80) | Some(443)) => h.to_string(),
@@ -459,6 +464,8 @@ mod tests {
             e.starts_with("invalid URL http://exa mple.com/reset"),
             "{e}"
         );
+        let e = request_head("ftp://m.example.com", "/act", "ep").unwrap_err();
+        assert!(e.ends_with("the scheme must be http or https"), "{e}");
         let head = request_head("https://m.example.com/", "/act", "ep-1").unwrap();
         assert_eq!(head.uri, "https://m.example.com/act");
         assert_eq!(head.headers.get(header::HOST).unwrap(), "m.example.com");
