@@ -88,9 +88,8 @@ fn interleaved(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(3));
     let task = Task::PickPlace;
-    let m = model(task);
     // As on an episode worker: the environments share one scene.
-    let scene = Scene::new(m.clone()).unwrap();
+    let scene = Scene::new(model(task)).unwrap();
     for n in [1usize, 128] {
         let mut envs: Vec<Env> = (0..n)
             .map(|i| {

@@ -10,7 +10,7 @@ use kinitro_actors::tasks::TaskResult;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{oneshot, watch};
 
-use super::worker::{reset_body, Job, SimAnswer};
+use super::worker::{reset_body, Answer, Job, SimAnswer};
 use super::{guard, miner};
 use crate::api::metrics::Metrics;
 use crate::sim::env::MAX_STEPS;
@@ -123,7 +123,7 @@ fn miner_fault(e: String) -> (String, FailureKind) {
 
 async fn ask(
     worker: &mpsc::Sender<Job>,
-    job: impl FnOnce(oneshot::Sender<Result<SimAnswer, String>>) -> Job,
+    job: impl FnOnce(oneshot::Sender<Answer>) -> Job,
 ) -> Result<SimAnswer, (String, FailureKind)> {
     let (tx, rx) = oneshot::channel();
     worker

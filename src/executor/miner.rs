@@ -33,8 +33,9 @@ type Exchange = LocalBoxFuture<'static, Result<(ResponseHead, Payload), SendRequ
 type Open =
     dyn Fn(RequestHeadType, bytes::Bytes) -> LocalBoxFuture<'static, Result<Exchange, String>>;
 
-/// A pool's client for miner endpoints: awc's pooled connector with the address guard. Not `Send`:
-/// each pool builds its own on its arbiter.
+/// A pool's client for miner endpoints: awc's pooled connector with the address guard, kept in a
+/// closure because awc does not export the connector's type. Not `Send`: each pool builds its own
+/// on its arbiter.
 #[derive(Clone)]
 pub struct MinerClient {
     open: Rc<Open>,

@@ -45,6 +45,9 @@ pub struct SimAnswer {
 /// A failure of the simulator or renderer: `Simulator error: …` / `Render error: …`.
 pub type SimFailure = String;
 
+/// The worker's answer to a reset or a step.
+pub type Answer = Result<SimAnswer, SimFailure>;
+
 /// A job for the worker.
 pub enum Job {
     /// Start episode `id` of `task` with `sim_seed`.
@@ -56,7 +59,7 @@ pub enum Job {
         /// Secret simulation seed.
         sim_seed: u64,
         /// Answer.
-        reply: oneshot::Sender<Result<SimAnswer, SimFailure>>,
+        reply: oneshot::Sender<Answer>,
     },
     /// Step episode `id`.
     Step {
@@ -67,7 +70,7 @@ pub enum Job {
         /// Build the next observation.
         observe: bool,
         /// Answer.
-        reply: oneshot::Sender<Result<SimAnswer, SimFailure>>,
+        reply: oneshot::Sender<Answer>,
     },
     /// Episode `id` is over: its environment goes back to the idle set.
     End {
@@ -90,10 +93,7 @@ struct Worker {
 const HELD_ANSWERS: usize = 8;
 
 /// An answer and where it goes.
-type Answered = (
-    oneshot::Sender<Result<SimAnswer, SimFailure>>,
-    Result<SimAnswer, SimFailure>,
-);
+type Answered = (oneshot::Sender<Answer>, Answer);
 
 /// Starts a worker thread; jobs go into the returned sender. The thread ends when every sender is
 /// dropped.
@@ -195,7 +195,7 @@ impl Worker {
         Env::on_scene(task, scene).map_err(|e| format!("Simulator error: {e}"))
     }
 
-    fn reset(&mut self, id: u64, task: Task, sim_seed: u64) -> Result<SimAnswer, SimFailure> {
+    fn reset(&mut self, id: u64, task: Task, sim_seed: u64) -> Answer {
         let mut e = self.env_for(task)?;
         let t = Instant::now();
         let reset = e.reset(sim_seed);
@@ -223,7 +223,7 @@ impl Worker {
         })
     }
 
-    fn step(&mut self, id: u64, action: [f32; 4], observe: bool) -> Result<SimAnswer, SimFailure> {
+    fn step(&mut self, id: u64, action: [f32; 4], observe: bool) -> Answer {
         let mut e = self
             .running
             .remove(&id)

@@ -388,12 +388,6 @@ impl Env {
         }
     }
 
-    fn set_goal_site(&mut self, target: [f64; 3]) {
-        if let Some(s) = self.ids.goal_site {
-            self.sim.overlay_mut().site_pos[3 * s..3 * s + 3].copy_from_slice(&target);
-        }
-    }
-
     /// MetaWorld's `_set_obj_xyz`: free-joint position, zero velocity, then `mj_forward`.
     fn set_object_position(&mut self, pos: [f64; 3]) {
         let (q, d) = (self.ids.object_qpos, self.ids.object_dof);
@@ -421,7 +415,7 @@ impl Env {
     /// The task's placement tail (environments.md 8.x "Tail"), after `consts.target` is set. The
     /// goal site is written first, so the tail's `mj_forward` already places it.
     fn place(&mut self, settled_obj_z: f64) {
-        self.set_goal_site(self.consts.target);
+        self.apply_overlay();
         let v = self.draw.placement.clone();
         let v3 = |i: usize| [v[i], v[i + 1], v[i + 2]];
         match self.task {
