@@ -4,8 +4,8 @@
 #
 # For each case (images on/off × miner delay 0/20 ms × K) it runs one cycle of pick-place episodes and
 # reports episodes/s, env steps/s and the executor's own CPU time per step (from /proc, so the miners'
-# CPU is excluded). The baseline is physics + rendering measured alone by `kinitro env test`
-# (in-process, one episode at a time, no HTTP, no encoding). For reference it also prints the episode
+# CPU is excluded), and its ratio to the baseline: physics + rendering + observation encoding measured
+# alone by `kinitro env test` (in-process, one episode at a time, no HTTP). For reference it also prints the episode
 # workers' own wall time for physics + rendering + observation encoding in the same run (the sums of
 # kinitro_sim_step_seconds, kinitro_render_seconds and kinitro_obs_encode_seconds from the executor's
 # /metrics): wall time, so it includes waiting for a core and the cache misses of K interleaved
@@ -37,14 +37,23 @@ thread_ticks() { for t in /proc/"$1"/task/*; do
   printf '%s %s %s\n' "${t##*/}" "$(grep -Eq '^(episode-worker|llvmpipe)' "$t/comm" && echo worker || echo other)" "$(awk '{print $14 + $15}' "$t/stat")"
 done 2>/dev/null; }
 TICK=$(getconf CLK_TCK)
+# Integer member $2 of the JSON object $1, parsed in the shell: the progress polls run during the
+# measurement, and a Python start-up (through a version-manager shim) every 0.2 s took a fifth of
+# this 2-core machine away from the executor.
+json_int() { [[ $1 =~ \"$2\":([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo 0; }
+tasks_stats() { curl -s "http://127.0.0.1:$1/v1/tasks/stats"; }
 
 echo "== baseline (in-process, pick-place, zero policy, $STEPS steps) =="
 # Physics alone runs 40 episodes (about a second) so that the first episode's cold start does not
 # flatter the ratio; rendering dominates the other line, and 4 episodes keep it short.
-for images in --no-images ""; do
-  baseline_episodes=$([ -n "$images" ] && echo 40 || echo 4)
-  "$BIN" env test metaworld/pick-place-v3 --policy zero --episodes "$baseline_episodes" --max-steps "$STEPS" $images --json |
-    tail -1 | python3 -c 'import json,sys; d=json.load(sys.stdin); r=d["render_ms_mean"]; print("images %-3s %7.0f env steps/s physics, render %s ms/step" % ("on" if r else "off", d["steps_per_second"], "%.2f" % r if r else "-"))'
+declare -A BASELINE # images (true|false) -> ms per step
+for images in false true; do
+  baseline_episodes=$([ "$images" = true ] && echo 4 || echo 40)
+  line=$("$BIN" env test metaworld/pick-place-v3 --policy zero --episodes "$baseline_episodes" --max-steps "$STEPS" \
+    $([ "$images" = true ] || echo --no-images) --json | tail -1)
+  BASELINE[$images]=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(1e3 / d["steps_per_second"] + (d["render_ms_mean"] or 0) + d["encode_ms_mean"])' "$line")
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); r=d["render_ms_mean"] or 0
+print("images %-3s physics %.3f ms/step (%.0f env steps/s) + render %.3f + encode %.4f = %.3f ms/step" % ("on" if r else "off", 1e3 / d["steps_per_second"], d["steps_per_second"], r, d["encode_ms_mean"], float(sys.argv[2])))' "$line" "${BASELINE[$images]}"
 done
 
 run_case() { # images(true|false) delay_ms K episodes
@@ -61,7 +70,7 @@ run_case() { # images(true|false) delay_ms K episodes
     "$BIN" run --no-auth --data-dir "$WORK/data-$images-$delay-$k" --port "$api_port" --miners-file "$miners_file" \
     >"$WORK/run.log" 2>&1 & local run_pid=$!; PIDS+=($run_pid)
   until curl -sf "http://127.0.0.1:$api_port/health" >/dev/null; do kill -0 "$run_pid" || { cat "$WORK/run.log"; exit 1; }; sleep 0.2; done
-  until [ "$(curl -s "http://127.0.0.1:$api_port/v1/tasks/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_tasks"])')" -ge "$EPISODES" ]; do sleep 0.2; done
+  until [ "$(json_int "$(tasks_stats "$api_port")" pending_tasks)" -ge "$EPISODES" ]; do sleep 0.2; done
   local metrics_port; metrics_port=$(free_port)
   KINITRO_EXECUTOR_METRICS_ADDR="127.0.0.1:$metrics_port" \
   KINITRO_EXECUTOR_USE_IMAGES=$images KINITRO_EXECUTOR_EPISODES_PER_POOL=$k KINITRO_EXECUTOR_MAX_TIMESTEPS=$STEPS \
@@ -72,22 +81,24 @@ run_case() { # images(true|false) delay_ms K episodes
   ticks0=$(cpu_ticks "$ex_pid"); thread_ticks "$ex_pid" > "$WORK/threads0"; start=$(date +%s.%N)
   while [ "$done_count" -lt "$EPISODES" ]; do
     sleep 0.2
-    done_count=$(curl -s "http://127.0.0.1:$api_port/v1/tasks/stats" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["completed_tasks"] + d["failed_tasks"])')
+    local stats; stats=$(tasks_stats "$api_port")
+    done_count=$(( $(json_int "$stats" completed_tasks) + $(json_int "$stats" failed_tasks) ))
   done
   end=$(date +%s.%N); ticks1=$(cpu_ticks "$ex_pid"); thread_ticks "$ex_pid" > "$WORK/threads1"
   local worker_ticks peak_rss
   worker_ticks=$(awk 'NR == FNR { t0[$1] = $3; next } $2 == "worker" { s += $3 - t0[$1] } END { print s + 0 }' "$WORK/threads0" "$WORK/threads1")
   peak_rss=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$ex_pid/status")
   curl -s "http://127.0.0.1:$metrics_port/metrics" > "$WORK/metrics.txt"
-  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" "$worker_ticks" "$peak_rss" <<'EOF'
+  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" "$worker_ticks" "$peak_rss" "${BASELINE[$images]}" <<'EOF'
 import sys
-images, delay, k, start, end, t0, t1, tick, episodes, steps, metrics, worker_ticks, rss = sys.argv[1:]
+images, delay, k, start, end, t0, t1, tick, episodes, steps, metrics, worker_ticks, rss, baseline = sys.argv[1:]
 wall = float(end) - float(start); cpu = (int(t1) - int(t0)) / int(tick); n = int(episodes) * int(steps)
 def total(name):
     return sum(float(l.rsplit(" ", 1)[1]) for l in open(metrics) if l.startswith(name + "_sum"))
 worker = sum(total(m) for m in ("kinitro_sim_step_seconds", "kinitro_render_seconds", "kinitro_obs_encode_seconds"))
 print(f"images {'on ' if images == 'true' else 'off'} delay {int(delay):>2} ms K {int(k):>3} ({episodes} episodes): "
       f"{int(episodes) / wall:6.2f} episodes/s {n / wall:8.0f} env steps/s  executor CPU {1e3 * cpu / n:6.3f} ms/step"
+      f" = {1e3 * cpu / n / float(baseline):.2f}x the baseline"
       f"  (workers' physics+render+encode wall time {1e3 * worker / n:6.3f} ms/step)")
 workers = int(worker_ticks) / int(tick)
 print(f"  executor CPU split: episode workers (and their rasteriser) {1e3 * workers / n:6.3f} ms/step, "

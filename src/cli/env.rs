@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::{CommandResult, Failure};
 use crate::config::miner::PolicyKind;
+use crate::executor::worker::encode_observation;
 use crate::miner::policy::Policy;
 use crate::sim::action::Action;
 use crate::sim::env::{Env, SimError};
@@ -257,6 +258,8 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
     }
     let mut policy = Policy::new(o.policy, o.seed);
     let mut reports: Vec<(EpisodeReport, Option<f64>)> = Vec::new();
+    // Observation encoding over all episodes: (ms, observations).
+    let mut encoding = (0.0, 0u32);
     if !o.json {
         println!(
             "{:>6} {:>8} {:>6} {:>9} {:>6} {:>12} {:>10}",
@@ -278,18 +281,29 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
         let mut image_error = None;
         let report = run_episode(&mut env, sim_seed, o.max_steps, |env, state| {
             // The images a miner would get with this observation.
-            if let Some(cams) = cams.as_mut() {
-                let t = Instant::now();
-                let images = cams
-                    .render(env.sim())
-                    .map_err(|e| SimError(format!("render: {e}")))?;
-                render_ms += t.elapsed().as_secs_f64() * 1e3;
-                renders += 1;
-                if let (true, Some(d)) = (o.save_images, &episode_dir) {
-                    for (name, image) in render::CAMERAS.iter().zip(&images) {
-                        if let Err(e) = save_png(&d.join(format!("{name}_{step:03}.png")), image) {
-                            image_error.get_or_insert(e);
-                        }
+            let images = match cams.as_mut() {
+                Some(cams) => {
+                    let t = Instant::now();
+                    let images = cams
+                        .render(env.sim())
+                        .map_err(|e| SimError(format!("render: {e}")))?;
+                    render_ms += t.elapsed().as_secs_f64() * 1e3;
+                    renders += 1;
+                    Some(images)
+                }
+                None => None,
+            };
+            // The observation as the executor sends it (privileged state off, its default).
+            let t = Instant::now();
+            let body =
+                encode_observation(&env.proprio(), images.as_ref(), None).map_err(SimError)?;
+            std::hint::black_box(body);
+            encoding.0 += t.elapsed().as_secs_f64() * 1e3;
+            encoding.1 += 1;
+            if let (true, Some(d), Some(images)) = (o.save_images, &episode_dir, &images) {
+                for (name, image) in render::CAMERAS.iter().zip(images) {
+                    if let Err(e) = save_png(&d.join(format!("{name}_{step:03}.png")), image) {
+                        image_error.get_or_insert(e);
                     }
                 }
             }
@@ -333,7 +347,12 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
         }
         reports.push((report, render_ms));
     }
-    summary(env_id, o, &reports)
+    summary(
+        env_id,
+        o,
+        &reports,
+        encoding.0 / f64::from(encoding.1.max(1)),
+    )
 }
 
 fn steps_per_second(r: &EpisodeReport) -> f64 {
@@ -364,11 +383,14 @@ fn save_png(path: &Path, rgb: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Prints the summary (and with `--json` one JSON object as the last line).
+/// Prints the summary (and with `--json` one JSON object as the last line). Beyond the spec's
+/// members it gives `encode_ms_mean`: the time to encode one observation as the executor sends it
+/// (privileged state off), which is part of the executor bench's baseline.
 fn summary(
     env_id: &str,
     o: &TestOptions,
     reports: &[(EpisodeReport, Option<f64>)],
+    encode_ms_mean: f64,
 ) -> CommandResult {
     let n = reports.len().max(1) as f64;
     let successes = reports.iter().filter(|(r, _)| r.success).count();
@@ -391,18 +413,20 @@ fn summary(
         "steps": steps,
         "steps_per_second": f64::from(steps) / time.max(1e-9),
         "render_ms_mean": (!renders.is_empty()).then(|| renders.iter().sum::<f64>() / renders.len() as f64),
+        "encode_ms_mean": encode_ms_mean,
     });
     if o.json {
         println!("{summary}");
     } else {
         println!(
-            "{env_id}: policy {}, success {successes}/{} ({:.0}%), mean return {:.2}, {:.0} env steps/s{}",
+            "{env_id}: policy {}, success {successes}/{} ({:.0}%), mean return {:.2}, {:.0} env steps/s{}, {:.1} µs to encode an observation",
             summary["policy"].as_str().unwrap_or_default(),
             reports.len(),
             100.0 * summary["success_rate"].as_f64().unwrap_or(0.0),
             summary["mean_return"].as_f64().unwrap_or(0.0),
             summary["steps_per_second"].as_f64().unwrap_or(0.0),
             summary["render_ms_mean"].as_f64().map_or(String::new(), |m| format!(", {m:.2} ms per render (2 cameras)")),
+            1e3 * encode_ms_mean,
         );
     }
     Ok(())

@@ -262,8 +262,7 @@ impl Worker {
         state: &[f64; STATE_LEN],
     ) -> Result<(bytes::Bytes, f64, f64), SimFailure> {
         let t = Instant::now();
-        let mut rgb = Vec::new();
-        if self.options.images {
+        let images = if self.options.images {
             let task = e.task();
             if !self.cameras.contains_key(&task) {
                 let scene = self
@@ -278,35 +277,49 @@ impl Worker {
             let images = cams
                 .render(e.sim())
                 .map_err(|err| format!("Render error: {err}"))?;
-            for (name, image) in render::CAMERAS.iter().zip(images) {
-                rgb.push((
-                    *name,
-                    EncodedImage {
-                        data: base64::engine::general_purpose::STANDARD.encode(image),
-                        shape: [render::SIZE, render::SIZE, 3],
-                        dtype: "uint8",
-                    },
-                ));
-            }
-        }
+            Some(images)
+        } else {
+            None
+        };
         let render_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let proprio = e.proprio();
-        let body = ActBody {
-            obs: Observation {
-                rgb: Members(&rgb),
-                depth: Empty {},
-                proprio: &proprio,
-                cam_intrinsics: Empty {},
-                cam_extrinsics: Empty {},
-                extra: Extra {
-                    state: self.options.privileged_state.then_some(&state[..]),
-                },
-            },
-        };
-        let body = serde_json::to_vec(&body).map_err(|err| format!("Executor error: {err}"))?;
+        let privileged = self.options.privileged_state.then_some(&state[..]);
+        let body = encode_observation(&e.proprio(), images.as_ref(), privileged)?;
         Ok((body.into(), render_s, t.elapsed().as_secs_f64()))
     }
+}
+
+/// The `/act` body of one observation (miner-protocol.md 2.2, 3): proprio, the camera images if
+/// rendered (base64), and the privileged state if enabled; `Executor error: …` if it cannot be
+/// written. `kinitro env test` times the same encoding for the executor bench's baseline.
+pub fn encode_observation(
+    proprio: &env::Proprio,
+    images: Option<&[render::Image; 2]>,
+    state: Option<&[f64]>,
+) -> Result<Vec<u8>, SimFailure> {
+    let rgb: Vec<(&'static str, EncodedImage)> = images
+        .into_iter()
+        .flat_map(|images| render::CAMERAS.iter().zip(images))
+        .map(|(name, image)| {
+            let image = EncodedImage {
+                data: base64::engine::general_purpose::STANDARD.encode(image),
+                shape: [render::SIZE, render::SIZE, 3],
+                dtype: "uint8",
+            };
+            (*name, image)
+        })
+        .collect();
+    let body = ActBody {
+        obs: Observation {
+            rgb: Members(&rgb),
+            depth: Empty {},
+            proprio,
+            cam_intrinsics: Empty {},
+            cam_extrinsics: Empty {},
+            extra: Extra { state },
+        },
+    };
+    serde_json::to_vec(&body).map_err(|err| format!("Executor error: {err}"))
 }
 
 /// The `/act` body (miner-protocol.md 2.2, 3): typed, so the six observation members are written in

@@ -191,6 +191,13 @@ impl Scene {
         let (geom_friction, dof_damping) =
             (arrays.geom_friction.to_vec(), arrays.dof_damping.to_vec());
         drop(arrays);
+        // MuJoCo marks the bounding volumes each collision pass visits, for drawing them, and first
+        // clears that mark array: one byte per volume of every mesh, 134 KB for pick-place, six times
+        // an environment step. Nothing here draws volumes, and with an executor's interleaved
+        // episodes that clearing pushed the other episodes' data out of the cache (physics is
+        // unchanged: the flag is read by the collision pass only to write the marks).
+        // SAFETY: a plain integer of the model's visual options, written before the model is shared.
+        unsafe { model.ffi_mut() }.vis.global.bvactive = 0;
         Ok(Rc::new(Self {
             shared: SharedModel::new(model),
             geom_friction,
