@@ -43,21 +43,23 @@ TICK=$(getconf CLK_TCK)
 json_int() { [[ $1 =~ \"$2\":([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo 0; }
 tasks_stats() { curl -s "http://127.0.0.1:$1/v1/tasks/stats"; }
 
-echo "== baseline (in-process, pick-place, zero policy, $STEPS steps) =="
-# Physics alone runs 40 episodes (about a second) so that the first episode's cold start does not
-# flatter the ratio; rendering dominates the other line, and 4 episodes keep it short.
-declare -A BASELINE # images (true|false) -> ms per step
-for images in false true; do
-  baseline_episodes=$([ "$images" = true ] && echo 4 || echo 40)
-  line=$("$BIN" env test metaworld/pick-place-v3 --policy zero --episodes "$baseline_episodes" --max-steps "$STEPS" \
+# The baseline of a case is measured right before it, so that the drift of this shared VM's speed over
+# the minutes of a run does not skew the ratio. Physics alone runs 100 episodes (about 2 s), so that
+# the first episode's cold start does not flatter the ratio; with images rendering dominates, and
+# 4 episodes keep it short.
+measure_baseline() { # images(true|false): sets BASELINE and prints it
+  local images=$1 episodes line
+  episodes=$([ "$images" = true ] && echo 4 || echo 100)
+  line=$("$BIN" env test metaworld/pick-place-v3 --policy zero --episodes "$episodes" --max-steps "$STEPS" \
     $([ "$images" = true ] || echo --no-images) --json | tail -1)
-  BASELINE[$images]=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(1e3 / d["steps_per_second"] + (d["render_ms_mean"] or 0) + d["encode_ms_mean"])' "$line")
+  BASELINE=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(1e3 / d["steps_per_second"] + (d["render_ms_mean"] or 0) + d["encode_ms_mean"])' "$line")
   python3 -c 'import json,sys; d=json.loads(sys.argv[1]); r=d["render_ms_mean"] or 0
-print("images %-3s physics %.3f ms/step (%.0f env steps/s) + render %.3f + encode %.4f = %.3f ms/step" % ("on" if r else "off", 1e3 / d["steps_per_second"], d["steps_per_second"], r, d["encode_ms_mean"], float(sys.argv[2])))' "$line" "${BASELINE[$images]}"
-done
+print("baseline (in-process, %s episodes): physics %.3f ms/step (%.0f env steps/s) + render %.3f + encode %.4f = %.3f ms/step" % (sys.argv[3], 1e3 / d["steps_per_second"], d["steps_per_second"], r, d["encode_ms_mean"], float(sys.argv[2])))' "$line" "$BASELINE" "$episodes"
+}
 
 run_case() { # images(true|false) delay_ms K episodes
   local images=$1 delay=$2 k=$3 EPISODES=$4 api_port miners_file="$WORK/miners-$1-$2-$3.toml"
+  measure_baseline "$images"
   : > "$miners_file"
   for uid in 0 1 2 3; do
     local p; p=$(free_port)
@@ -89,7 +91,7 @@ run_case() { # images(true|false) delay_ms K episodes
   worker_ticks=$(awk 'NR == FNR { t0[$1] = $3; next } $2 == "worker" { s += $3 - t0[$1] } END { print s + 0 }' "$WORK/threads0" "$WORK/threads1")
   peak_rss=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$ex_pid/status")
   curl -s "http://127.0.0.1:$metrics_port/metrics" > "$WORK/metrics.txt"
-  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" "$worker_ticks" "$peak_rss" "${BASELINE[$images]}" <<'EOF'
+  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" "$worker_ticks" "$peak_rss" "$BASELINE" <<'EOF'
 import sys
 images, delay, k, start, end, t0, t1, tick, episodes, steps, metrics, worker_ticks, rss, baseline = sys.argv[1:]
 wall = float(end) - float(start); cpu = (int(t1) - int(t0)) / int(tick); n = int(episodes) * int(steps)
@@ -108,6 +110,6 @@ EOF
   kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true
 }
 
-echo "== executor (4 zero-policy miners, episodes of $STEPS steps, pick-place) =="
+echo "== executor (4 zero-policy miners, pick-place episodes of $STEPS steps, zero policy) =="
 for delay in 0 20; do run_case true "$delay" 8 "$EPISODES"; done
 for delay in 0 20; do run_case false "$delay" 64 "$EPISODES_OFF"; done
