@@ -4,8 +4,9 @@
 //! - `render/bare/*`: a bare mujoco-rs render loop of both cameras at 84×84, shadows and MSAA off;
 //!   `render/cameras/*`: the environment's camera pair (same settings, plus the row flip).
 //! - `reset/*`: one environment reset per task (reach, push and pick-place use the cached hand reset).
-//! - `interleaved/*`: the environment step of pick-place when 1 or 128 environments take turns, one
-//!   step each, as the episodes of an executor's pools do (the cost of their data leaving the cache).
+//! - `interleaved/*`: the environment step of pick-place when 1, 64 or 128 environments take turns,
+//!   one step each, as the episodes of an executor's pools do (the cost of their data leaving the
+//!   cache).
 //!
 //! Run: `./deploy/setup.sh && cargo bench --bench physics`.
 
@@ -34,14 +35,18 @@ fn action(i: u64) -> [f32; 4] {
     ]
 }
 
+/// Steps of an episode in these benches, as in the executor bench's episodes.
+const EPISODE_STEPS: u32 = 100;
+
 /// Time of `iters` environment steps, the environments taking turns one step each; resets (when an
-/// episode is over) are not timed: they are measured by `reset/*`.
+/// episode of [`EPISODE_STEPS`] is over, with a new seed) are not timed: they are measured by
+/// `reset/*`.
 fn timed_steps(envs: &mut [Env], iters: u64) -> Duration {
     let n = envs.len() as u64;
     let mut spent = Duration::ZERO;
     for i in 0..iters {
         let env = &mut envs[(i % n) as usize];
-        if env.steps() == kinitro::sim::env::MAX_STEPS {
+        if env.steps() == EPISODE_STEPS {
             env.reset(i).unwrap();
         }
         let t = Instant::now();
@@ -90,7 +95,7 @@ fn interleaved(c: &mut Criterion) {
     let task = Task::PickPlace;
     // As on an episode worker: the environments share one scene.
     let scene = Scene::new(model(task)).unwrap();
-    for n in [1usize, 128] {
+    for n in [1usize, 64, 128] {
         let mut envs: Vec<Env> = (0..n)
             .map(|i| {
                 let mut e = Env::on_scene(task, scene.clone()).unwrap();
