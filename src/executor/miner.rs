@@ -352,6 +352,26 @@ mod tests {
         Ok(round_trip)
     }
 
+    /// An `/act` whose connection takes at least `setup` to open (the `slow` part: "connection",
+    /// "handshake"): the call succeeds, and its round trip leaves the opening out.
+    async fn act_after_slow_opening(
+        client: &MinerClient,
+        endpoint: &str,
+        setup: Duration,
+        slow: &str,
+    ) {
+        let started = Instant::now();
+        let round_trip = act_once(client, endpoint)
+            .await
+            .unwrap_or_else(|e| panic!("the slow {slow} is not the miner's fault: {e}"));
+        assert!(
+            started.elapsed() >= setup,
+            "the {slow} was not slow: {:?}",
+            started.elapsed()
+        );
+        assert!(round_trip < Duration::from_millis(300), "{round_trip:?}");
+    }
+
     #[actix_web::test]
     async fn connecting_is_not_charged_to_the_action_budget() {
         // A listener whose accept queue is full: the kernel drops the client's SYN and retries it
@@ -371,16 +391,9 @@ mod tests {
                 actix_rt::spawn(answer(s));
             }
         });
-        let started = Instant::now();
-        let round_trip = act_once(&MinerClient::new(true), &format!("http://{addr}"))
-            .await
-            .expect("the slow connection is not the miner's fault");
-        assert!(
-            started.elapsed() >= Duration::from_millis(900),
-            "the connection was not slow: {:?}",
-            started.elapsed()
-        );
-        assert!(round_trip < Duration::from_millis(300), "{round_trip:?}");
+        let endpoint = format!("http://{addr}");
+        let setup = Duration::from_millis(900);
+        act_after_slow_opening(&MinerClient::new(true), &endpoint, setup, "connection").await;
         drop(fillers);
     }
 
@@ -415,16 +428,8 @@ mod tests {
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = MinerClient::with_tls(Arc::new(tls), true);
-        let started = Instant::now();
-        let round_trip = act_once(&client, &format!("https://localhost:{port}"))
-            .await
-            .expect("the slow handshake is not the miner's fault");
-        assert!(
-            started.elapsed() >= Duration::from_secs(1),
-            "the handshake was not slow: {:?}",
-            started.elapsed()
-        );
-        assert!(round_trip < Duration::from_millis(300), "{round_trip:?}");
+        let endpoint = format!("https://localhost:{port}");
+        act_after_slow_opening(&client, &endpoint, Duration::from_secs(1), "handshake").await;
         // The standard roots do not trust this certificate: a TLS failure, phrased as such.
         let e = act_once(
             &MinerClient::new(true),
