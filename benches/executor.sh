@@ -31,10 +31,12 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# "tid kind ticks" per thread of process $1; kind is worker (episode workers and Mesa's llvmpipe
-# rasteriser threads, which render for them) or other.
+# "tid kind ticks preemptions" per thread of process $1; kind is worker (episode workers and Mesa's
+# llvmpipe rasteriser threads, which render for them) or other; preemptions are the thread's
+# involuntary context switches (another thread took its core while it could still run).
 thread_ticks() { for t in /proc/"$1"/task/*; do
-  printf '%s %s %s\n' "${t##*/}" "$(grep -Eq '^(episode-worker|llvmpipe)' "$t/comm" && echo worker || echo other)" "$(awk '{print $14 + $15}' "$t/stat")"
+  printf '%s %s %s %s\n' "${t##*/}" "$(grep -Eq '^(episode-worker|llvmpipe)' "$t/comm" && echo worker || echo other)" \
+    "$(awk '{print $14 + $15}' "$t/stat")" "$(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status")"
 done 2>/dev/null; }
 TICK=$(getconf CLK_TCK)
 # Integer member $2 of the JSON object $1, parsed in the shell: the progress polls run during the
@@ -87,13 +89,14 @@ run_case() { # images(true|false) delay_ms K episodes
     done_count=$(( $(json_int "$stats" completed_tasks) + $(json_int "$stats" failed_tasks) ))
   done
   end=$(date +%s.%N); ticks1=$(cpu_ticks "$ex_pid"); thread_ticks "$ex_pid" > "$WORK/threads1"
-  local worker_ticks peak_rss
-  worker_ticks=$(awk 'NR == FNR { t0[$1] = $3; next } $2 == "worker" { s += $3 - t0[$1] } END { print s + 0 }' "$WORK/threads0" "$WORK/threads1")
+  local worker_ticks worker_preemptions peak_rss
+  read -r worker_ticks worker_preemptions < <(awk 'NR == FNR { t0[$1] = $3; p0[$1] = $4; next }
+    $2 == "worker" { s += $3 - t0[$1]; p += $4 - p0[$1] } END { print s + 0, p + 0 }' "$WORK/threads0" "$WORK/threads1")
   peak_rss=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$ex_pid/status")
   curl -s "http://127.0.0.1:$metrics_port/metrics" > "$WORK/metrics.txt"
-  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" "$worker_ticks" "$peak_rss" "$BASELINE" <<'EOF'
+  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" "$worker_ticks" "$peak_rss" "$BASELINE" "$worker_preemptions" <<'EOF'
 import sys
-images, delay, k, start, end, t0, t1, tick, episodes, steps, metrics, worker_ticks, rss, baseline = sys.argv[1:]
+images, delay, k, start, end, t0, t1, tick, episodes, steps, metrics, worker_ticks, rss, baseline, preemptions = sys.argv[1:]
 wall = float(end) - float(start); cpu = (int(t1) - int(t0)) / int(tick); n = int(episodes) * int(steps)
 def total(name):
     return sum(float(l.rsplit(" ", 1)[1]) for l in open(metrics) if l.startswith(name + "_sum"))
@@ -105,6 +108,7 @@ print(f"images {'on ' if images == 'true' else 'off'} delay {int(delay):>2} ms K
 workers = int(worker_ticks) / int(tick)
 print(f"  executor CPU split: episode workers (and their rasteriser) {1e3 * workers / n:6.3f} ms/step, "
       f"arbiters and the rest {1e3 * (cpu - workers) / n:6.3f} ms/step; peak RSS {rss} MiB")
+print(f"  episode workers (and their rasteriser) preempted {int(preemptions) / n:.2f} times per step (involuntary context switches)")
 EOF
   echo "  miner timeouts: $(grep -c "Miner action timeout" "$WORK/executor.log" || true)"
   kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true
