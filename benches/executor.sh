@@ -5,13 +5,17 @@
 # For each case (images on/off × miner delay 0/20 ms × K) it runs one cycle of pick-place episodes and
 # reports episodes/s, env steps/s and the executor's own CPU time per step (from /proc, so the miners'
 # CPU is excluded), and its ratio to the baseline: physics + rendering + observation encoding measured
-# alone by `kinitro env test` (in-process, one episode at a time, no HTTP). For reference it also prints the episode
-# workers' own wall time for physics + rendering + observation encoding in the same run (the sums of
-# kinitro_sim_step_seconds, kinitro_render_seconds and kinitro_obs_encode_seconds from the executor's
-# /metrics): wall time, so it includes waiting for a core and the cache misses of K interleaved
-# episodes. It also splits the executor's CPU between the episode-worker threads (MuJoCo, rendering
-# with Mesa's rasteriser threads, encoding) and the rest (the pools' arbiters: HTTP to the miners, episode state machines; the API
-# client), and gives the executor's peak resident memory.
+# alone by `kinitro env test` (in-process, one episode at a time, no HTTP). It measures two windows:
+# the whole run, start-up included (loading and compiling the scene, the first resets), and the steady
+# state (the second to seventh eighths of the steps, counted from the executor's /metrics), which is
+# the per-step cost the target is about, as the baseline also leaves out compiling its scene. For
+# each window it also prints the episode workers' own wall time for physics + rendering + observation
+# encoding (the sums of kinitro_sim_step_seconds, kinitro_render_seconds and kinitro_obs_encode_seconds):
+# wall time, so it includes waiting for a core and the cache misses of K interleaved episodes; the split
+# of the executor's CPU between the episode-worker threads (MuJoCo, rendering with Mesa's rasteriser
+# threads, encoding) and the rest (the pools' arbiters: HTTP to the miners, episode state machines;
+# the API client); and how often the workers were preempted. It gives the executor's peak resident
+# memory.
 #
 # Usage: benches/executor.sh [EPISODES_WITH_IMAGES] [STEPS] [EPISODES_WITHOUT_IMAGES]
 #        (defaults 16 and 128 episodes of 100 steps: enough to fill the slots of each case)
@@ -44,6 +48,16 @@ TICK=$(getconf CLK_TCK)
 # this 2-core machine away from the executor.
 json_int() { [[ $1 =~ \"$2\":([0-9]+) ]] && echo "${BASH_REMATCH[1]}" || echo 0; }
 tasks_stats() { curl -s "http://127.0.0.1:$1/v1/tasks/stats"; }
+# Steps the executor on metrics port $1 has simulated (0 until its /metrics is up).
+steps_done() { { curl -s "http://127.0.0.1:$1/metrics" || true; } | awk '/^kinitro_sim_step_seconds_count/ { s += $NF } END { printf "%d", s }'; }
+# Saves the executor's (pid $1, metrics on port $2) CPU ticks, per-thread ticks, /metrics and the time
+# as $WORK/$3.*.
+snapshot() {
+  curl -s "http://127.0.0.1:$2/metrics" > "$WORK/$3.metrics" || true # not up yet: no steps
+  cpu_ticks "$1" > "$WORK/$3.ticks"; thread_ticks "$1" > "$WORK/$3.threads"; date +%s.%N > "$WORK/$3.time"
+}
+# Copies snapshot $1 as $2.
+cp_snapshot() { for f in "$WORK/$1".*; do cp "$f" "$WORK/$2.${f##*.}"; done; }
 
 # The baseline of a case is measured right before it, so that the drift of this shared VM's speed over
 # the minutes of a run does not skew the ratio. Physics alone runs 100 episodes (about 2 s), so that
@@ -81,34 +95,57 @@ run_case() { # images(true|false) delay_ms K episodes
     KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS=true KINITRO_EXECUTOR_SPOOL_DIR="$WORK/spool" KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS=0.2 \
     "$BIN" executor --api-url "http://127.0.0.1:$api_port" >"$WORK/executor.log" 2>&1 & local ex_pid=$!; PIDS+=($ex_pid)
   sleep 0.5
-  local start end ticks0 ticks1 done_count=0
-  ticks0=$(cpu_ticks "$ex_pid"); thread_ticks "$ex_pid" > "$WORK/threads0"; start=$(date +%s.%N)
+  # Two windows: the whole run (from 0.5 s after the executor starts: its start-up, loading and
+  # compiling the scene, the first resets, included) and the steady state (from the end of the first
+  # eighth of the steps to the end of the seventh eighth: the per-step cost with every slot busy).
+  # At each edge: the executor's CPU ticks, per-thread ticks and preemptions, its /metrics (step
+  # count, physics/render/encode sums) and the time.
+  local snap=0 done_count=0 stats stepped total=$((EPISODES * STEPS))
+  snapshot "$ex_pid" "$metrics_port" start
   while [ "$done_count" -lt "$EPISODES" ]; do
     sleep 0.2
-    local stats; stats=$(tasks_stats "$api_port")
+    stats=$(tasks_stats "$api_port")
     done_count=$(( $(json_int "$stats" completed_tasks) + $(json_int "$stats" failed_tasks) ))
+    stepped=$(steps_done "$metrics_port")
+    if [ "$snap" = 0 ] && [ "$stepped" -ge $((total / 8)) ]; then snapshot "$ex_pid" "$metrics_port" steady0; snap=1; fi
+    if [ "$snap" = 1 ] && [ "$stepped" -ge $((total - total / 8)) ]; then snapshot "$ex_pid" "$metrics_port" steady1; snap=2; fi
   done
-  end=$(date +%s.%N); ticks1=$(cpu_ticks "$ex_pid"); thread_ticks "$ex_pid" > "$WORK/threads1"
-  local worker_ticks worker_preemptions peak_rss
-  read -r worker_ticks worker_preemptions < <(awk 'NR == FNR { t0[$1] = $3; p0[$1] = $4; next }
-    $2 == "worker" { s += $3 - t0[$1]; p += $4 - p0[$1] } END { print s + 0, p + 0 }' "$WORK/threads0" "$WORK/threads1")
-  peak_rss=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$ex_pid/status")
-  curl -s "http://127.0.0.1:$metrics_port/metrics" > "$WORK/metrics.txt"
-  python3 - "$images" "$delay" "$k" "$start" "$end" "$ticks0" "$ticks1" "$TICK" "$EPISODES" "$STEPS" "$WORK/metrics.txt" "$worker_ticks" "$peak_rss" "$BASELINE" "$worker_preemptions" <<'EOF'
+  snapshot "$ex_pid" "$metrics_port" end
+  [ "$snap" -ge 1 ] || cp_snapshot end steady0; [ "$snap" -ge 2 ] || cp_snapshot end steady1 # too short to tell
+  local peak_rss; peak_rss=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$ex_pid/status")
+  python3 - "$images" "$delay" "$k" "$TICK" "$EPISODES" "$WORK" "$peak_rss" "$BASELINE" <<'EOF'
 import sys
-images, delay, k, start, end, t0, t1, tick, episodes, steps, metrics, worker_ticks, rss, baseline, preemptions = sys.argv[1:]
-wall = float(end) - float(start); cpu = (int(t1) - int(t0)) / int(tick); n = int(episodes) * int(steps)
-def total(name):
-    return sum(float(l.rsplit(" ", 1)[1]) for l in open(metrics) if l.startswith(name + "_sum"))
-worker = sum(total(m) for m in ("kinitro_sim_step_seconds", "kinitro_render_seconds", "kinitro_obs_encode_seconds"))
+images, delay, k, tick, episodes, work, rss, baseline = sys.argv[1:]
+tick, baseline = int(tick), float(baseline)
+def load(name):
+    snap = {"time": float(open(f"{work}/{name}.time").read()), "ticks": int(open(f"{work}/{name}.ticks").read())}
+    snap["threads"] = {t: (kind, int(ticks), int(pre)) for t, kind, ticks, pre in
+                       (l.split() for l in open(f"{work}/{name}.threads") if len(l.split()) == 4)}
+    metrics = [l.rsplit(" ", 1) for l in open(f"{work}/{name}.metrics") if not l.startswith("#") and " " in l]
+    def total(suffix, names):
+        return sum(float(v) for m, v in metrics if any(m.startswith(n + suffix) for n in names))
+    snap["steps"] = total("_count", ["kinitro_sim_step_seconds"])
+    snap["worker_wall"] = total("_sum", ["kinitro_sim_step_seconds", "kinitro_render_seconds", "kinitro_obs_encode_seconds"])
+    return snap
+def window(label, a, b):
+    a, b = load(a), load(b)
+    wall, n, cpu = b["time"] - a["time"], b["steps"] - a["steps"], (b["ticks"] - a["ticks"]) / tick
+    if n <= 0:
+        return print(f"  {label}: not measured (the run was too short to sample it)")
+    workers = pre = 0
+    for t, (kind, ticks, p) in b["threads"].items():
+        if kind == "worker":
+            _, ticks0, p0 = a["threads"].get(t, (kind, 0, 0))
+            workers += (ticks - ticks0) / tick; pre += p - p0
+    print(f"  {label}: {n / wall:5.0f} env steps/s, executor CPU {1e3 * cpu / n:6.3f} ms/step = {1e3 * cpu / n / baseline:.2f}x the baseline"
+          f" (episode workers and their rasteriser {1e3 * workers / n:.3f}, arbiters and the rest {1e3 * (cpu - workers) / n:.3f});"
+          f" workers' physics+render+encode wall time {1e3 * (b['worker_wall'] - a['worker_wall']) / n:.3f} ms/step;"
+          f" workers preempted {pre / n:.2f} times per step")
+wall = load("end")["time"] - load("start")["time"]
 print(f"images {'on ' if images == 'true' else 'off'} delay {int(delay):>2} ms K {int(k):>3} ({episodes} episodes): "
-      f"{int(episodes) / wall:6.2f} episodes/s {n / wall:8.0f} env steps/s  executor CPU {1e3 * cpu / n:6.3f} ms/step"
-      f" = {1e3 * cpu / n / float(baseline):.2f}x the baseline"
-      f"  (workers' physics+render+encode wall time {1e3 * worker / n:6.3f} ms/step)")
-workers = int(worker_ticks) / int(tick)
-print(f"  executor CPU split: episode workers (and their rasteriser) {1e3 * workers / n:6.3f} ms/step, "
-      f"arbiters and the rest {1e3 * (cpu - workers) / n:6.3f} ms/step; peak RSS {rss} MiB")
-print(f"  episode workers (and their rasteriser) preempted {int(preemptions) / n:.2f} times per step (involuntary context switches)")
+      f"{int(episodes) / wall:.2f} episodes/s, peak RSS {rss} MiB")
+window("whole run   ", "start", "end")
+window("steady state", "steady0", "steady1")
 EOF
   echo "  miner timeouts: $(grep -c "Miner action timeout" "$WORK/executor.log" || true)"
   kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true
