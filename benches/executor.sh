@@ -64,13 +64,15 @@ cp_snapshot() { for f in "$WORK/$1".*; do cp "$f" "$WORK/$2.${f##*.}"; done; }
 # the first episode's cold start does not flatter the ratio; with images rendering dominates, and
 # 4 episodes keep it short.
 measure_baseline() { # images(true|false): sets BASELINE and prints it
-  local images=$1 episodes line
+  local images=$1 episodes line summary
   episodes=$([ "$images" = true ] && echo 4 || echo 100)
   line=$("$BIN" env test metaworld/pick-place-v3 --policy zero --episodes "$episodes" --max-steps "$STEPS" \
     $([ "$images" = true ] || echo --no-images) --json | tail -1)
-  BASELINE=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(1e3 / d["steps_per_second"] + (d["render_ms_mean"] or 0) + d["encode_ms_mean"])' "$line")
-  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); r=d["render_ms_mean"] or 0
-print("baseline (in-process, %s episodes): physics %.3f ms/step (%.0f env steps/s) + render %.3f + encode %.4f = %.3f ms/step" % (sys.argv[3], 1e3 / d["steps_per_second"], d["steps_per_second"], r, d["encode_ms_mean"], float(sys.argv[2])))' "$line" "$BASELINE" "$episodes"
+  { read -r BASELINE; read -r summary; } < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1])
+physics, render, encode = 1e3 / d["steps_per_second"], d["render_ms_mean"] or 0, d["encode_ms_mean"]
+print(physics + render + encode)
+print("baseline (in-process, %s episodes): physics %.3f ms/step (%.0f env steps/s) + render %.3f + encode %.4f = %.3f ms/step" % (sys.argv[2], physics, d["steps_per_second"], render, encode, physics + render + encode))' "$line" "$episodes")
+  echo "$summary"
 }
 
 run_case() { # images(true|false) delay_ms K episodes
@@ -151,6 +153,6 @@ EOF
   kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true
 }
 
-echo "== executor (4 zero-policy miners, pick-place episodes of $STEPS steps, zero policy) =="
+echo "== executor (4 zero-policy miners, pick-place episodes of $STEPS steps) =="
 for delay in 0 20; do run_case true "$delay" 8 "$EPISODES"; done
 for delay in 0 20; do run_case false "$delay" 64 "$EPISODES_OFF"; done
