@@ -182,7 +182,7 @@ async fn drive(
         .map_err(miner_fault)?;
     let started = Instant::now();
     let budget = Duration::from_secs_f64(limits.eval_timeout);
-    let calls = miner::MinerCalls::new(client, &task.miner_endpoint, &task.task_uuid)
+    let mut calls = miner::MinerCalls::new(client, &task.miner_endpoint, &task.task_uuid)
         .map_err(miner_fault)?;
     let rt = calls
         .reset(reset_body(kind, task.seed), limits.reset_timeout)

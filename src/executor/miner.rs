@@ -1,24 +1,35 @@
-//! The miner client (miner-protocol.md 1–2, 6): `POST /reset` and `POST /act` over one pooled,
-//! keep-alive connector per pool, no redirects, no compression, capped bodies, strict replies.
+//! The miner client (miner-protocol.md 1–2, 6): `POST /reset` and `POST /act` over one keep-alive
+//! connection per episode, no redirects, no compression, capped bodies, strict replies.
 //!
-//! Each call first takes a connection from awc's pool, opening one if needed (resolution, the
-//! address check, TCP and TLS, bounded by the 5 s connector timeout and never charged to the
-//! miner, executor.md 2.1), and only then starts its round trip: from sending the request to the
-//! body's complete arrival, within the call's budget. awc's `Client` opens connections inside the
-//! request it sends, out of the caller's sight, so the pool's connector is used directly, with
-//! request heads built once per episode.
+//! An episode's first call takes an idle connection to its miner from the pool's keep-alive set, or
+//! opens one through the pool's awc connector (resolution, the address check, TCP and TLS, bounded by
+//! the 5 s connector timeout and never charged to the miner, executor.md 2.1). The episode keeps the
+//! connection for its later calls while the miner keeps it alive, and leaves it in the idle set when
+//! it ends. Each call's round trip runs from sending the request to the body's complete arrival,
+//! within the call's budget.
+//!
+//! The exchange itself is written here on actix-http's HTTP/1.1 codec rather than through awc's
+//! request sender: awc builds a new codec for every request, and each new codec starts a
+//! date-keeping task with its own timer, which cost the arbiter about a fifth of its time per step
+//! (benches/executor.sh). Here the codec's configuration, and so that task, is made once per pool.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_http::{Method, Payload, RequestHead, RequestHeadType, ResponseHead, Uri, Version};
+use actix_codec::Framed;
+use actix_http::body::BodySize;
+use actix_http::h1::{self, MessageType};
+use actix_http::{Method, RequestHead, RequestHeadType, ServiceConfig, Uri, Version};
 use actix_service::Service;
-use awc::error::SendRequestError;
 use awc::http::header::{self, HeaderValue};
 use futures_util::future::LocalBoxFuture;
-use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::sim::action::Action;
 
@@ -26,19 +37,33 @@ use crate::sim::action::Action;
 pub const RESET_LIMIT: usize = 64 * 1024;
 /// Timeout for opening a connection (resolution, TCP and TLS), not charged to the miner's budgets.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A kept connection idle this long is closed rather than reused: the miner's server may be closing
+/// it at that very moment (keep-alive timeouts are seconds), which would fail the next call.
+pub const REUSE_WITHIN: Duration = Duration::from_secs(1);
 
-/// A request on a ready connection, sent when awaited: the response head and the body stream.
-type Exchange = LocalBoxFuture<'static, Result<(ResponseHead, Payload), SendRequestError>>;
-/// Opening (or reusing) a connection for a request head and body.
-type Open =
-    dyn Fn(RequestHeadType, bytes::Bytes) -> LocalBoxFuture<'static, Result<Exchange, String>>;
+/// A miner connection's transport: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin {}
 
-/// A pool's client for miner endpoints: awc's pooled connector with the address guard, kept in a
-/// closure because awc does not export the connector's type. Not `Send`: each pool builds its own
-/// on its arbiter.
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+/// An open HTTP/1.1 connection to a miner with its codec (and any bytes already read).
+type Connection = Framed<Box<dyn Io>, h1::ClientCodec>;
+
+/// Opening a connection to a URI's host.
+type Open = dyn Fn(&Uri) -> LocalBoxFuture<'static, Result<Box<dyn Io>, String>>;
+
+/// Idle keep-alive connections by `scheme://authority`, each with the moment its last reply ended.
+type IdleConnections = HashMap<String, Vec<(Connection, Instant)>>;
+
+/// A pool's client for miner endpoints: awc's connector with the address guard, kept in a closure
+/// because awc does not export the connector's type, the HTTP/1.1 codec's configuration and the idle
+/// keep-alive connections. Not `Send`, and built inside the pool's arbiter (the configuration runs a
+/// task there): each pool builds its own.
 #[derive(Clone)]
 pub struct MinerClient {
     open: Rc<Open>,
+    codec: ServiceConfig,
+    idle: Rc<RefCell<IdleConnections>>,
 }
 
 impl MinerClient {
@@ -46,12 +71,17 @@ impl MinerClient {
     /// resolves hosts itself and refuses non-public answers, so it connects only to addresses it
     /// has checked (a DNS answer that changes after the episode's first check cannot reach inward).
     pub fn new(allow_private: bool) -> Self {
-        Self::with_connector(awc::Connector::new(), allow_private)
+        let connector = awc::Connector::new().max_http_version(actix_http::Version::HTTP_11);
+        Self::with_connector(connector, allow_private)
     }
 
     /// A client trusting the given TLS configuration instead (tests; miners behind a private CA).
     pub fn with_tls(tls: Arc<rustls::ClientConfig>, allow_private: bool) -> Self {
-        Self::with_connector(awc::Connector::new().rustls_0_23(tls), allow_private)
+        // HTTP/1.1 only: the exchange below speaks nothing else.
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = awc::Connector::new().rustls_0_23(Arc::new(tls));
+        Self::with_connector(connector, allow_private)
     }
 
     fn with_connector<S>(connector: awc::Connector<S>, allow_private: bool) -> Self {
@@ -71,9 +101,9 @@ impl MinerClient {
                 .limit(0)
                 .finish(),
         );
-        let open = move |head: RequestHeadType, body: bytes::Bytes| {
+        let open = move |uri: &Uri| {
             let connecting = connections.call(awc::Connect {
-                uri: head.as_ref().uri.clone(),
+                uri: uri.clone(),
                 addr: None,
             });
             Box::pin(async move {
@@ -84,13 +114,44 @@ impl MinerClient {
                             .to_string()
                     })?
                     .map_err(|e| format!("Failed to connect to host: {e}"))?;
-                Ok(connection.send_request(head, body))
-            }) as LocalBoxFuture<'static, Result<Exchange, String>>
+                Ok(Box::new(connection) as Box<dyn Io>)
+            }) as LocalBoxFuture<'static, Result<Box<dyn Io>, String>>
         };
         Self {
             open: Rc::new(open),
+            codec: ServiceConfig::default(),
+            idle: Rc::default(),
         }
     }
+
+    /// An idle connection to `key`'s miner that is still fresh, else a new one to `uri`.
+    async fn connect(&self, key: &str, uri: &Uri) -> Result<Connection, String> {
+        let reused = self.idle.borrow_mut().get_mut(key).and_then(|idle| {
+            // Newest last: the stale ones before a fresh one are dropped on the way.
+            std::iter::from_fn(|| idle.pop()).find_map(|(c, since)| fresh(since).then_some(c))
+        });
+        if let Some(connection) = reused {
+            return Ok(connection);
+        }
+        let io = (self.open)(uri).await?;
+        Ok(Framed::new(io, h1::ClientCodec::new(self.codec.clone())))
+    }
+
+    /// Leaves a connection to `key`'s miner, idle since `since`, for a later episode; connections
+    /// that have gone stale are closed.
+    fn keep(&self, key: String, connection: Connection, since: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|_, list| {
+            list.retain(|(_, since)| fresh(*since));
+            !list.is_empty()
+        });
+        idle.entry(key).or_default().push((connection, since));
+    }
+}
+
+/// Whether a connection idle since `since` may still be used.
+fn fresh(since: Instant) -> bool {
+    since.elapsed() < REUSE_WITHIN
 }
 
 /// Resolves a miner host and refuses it when any answer is non-public (executor.md 8).
@@ -115,11 +176,25 @@ impl actix_tls::connect::Resolve for GuardedResolver {
     }
 }
 
-/// One episode's calls to its miner, with the request heads built once.
+/// One episode's calls to its miner: the request heads, built once, and the connection kept
+/// between calls (back to the client's idle set when the episode ends).
 pub struct MinerCalls {
     client: MinerClient,
+    /// The miner's `scheme://authority`, which names its idle connections.
+    key: String,
     reset: Rc<RequestHead>,
     act: Rc<RequestHead>,
+    /// The connection the last call left open, and when that call ended.
+    kept: Option<(Connection, Instant)>,
+}
+
+impl Drop for MinerCalls {
+    fn drop(&mut self) {
+        if let Some((connection, since)) = self.kept.take() {
+            self.client
+                .keep(std::mem::take(&mut self.key), connection, since);
+        }
+    }
 }
 
 impl MinerCalls {
@@ -131,17 +206,27 @@ impl MinerCalls {
                 .map(Rc::new)
                 .map_err(|d| format!("Miner reset failed: connection error: {d}"))
         };
+        let reset = head("/reset")?;
+        let uri = &reset.uri;
+        let key = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or_default(),
+            uri.authority().map(|a| a.as_str()).unwrap_or_default()
+        );
         Ok(Self {
             client: client.clone(),
-            reset: head("/reset")?,
+            key,
+            reset,
             act: head("/act")?,
+            kept: None,
         })
     }
 
     /// `POST /reset`; the error is the episode's whole error string.
-    pub async fn reset(&self, body: bytes::Bytes, timeout: f64) -> Result<Duration, String> {
+    pub async fn reset(&mut self, body: bytes::Bytes, timeout: f64) -> Result<Duration, String> {
         let budget = Duration::from_secs_f64(timeout);
-        match call(&self.client, &self.reset, body, budget, RESET_LIMIT).await {
+        let head = self.reset.clone();
+        match self.call(&head, body, budget, RESET_LIMIT).await {
             Ok((_, rt)) => Ok(rt),
             Err(CallError::Timeout) => Err(format!(
                 "Miner reset failed: timeout after {}",
@@ -154,14 +239,15 @@ impl MinerCalls {
     /// `POST /act` at step `t`; returns the validated action and the round trip, or the error
     /// string.
     pub async fn act(
-        &self,
+        &mut self,
         body: bytes::Bytes,
         timeout: f64,
         limit: usize,
         t: u32,
     ) -> Result<(Action, Duration), String> {
         let budget = Duration::from_secs_f64(timeout);
-        let (value, rt) = match call(&self.client, &self.act, body, budget, limit).await {
+        let head = self.act.clone();
+        let (value, rt) = match self.call(&head, body, budget, limit).await {
             Ok(v) => v,
             Err(CallError::Timeout) => return Err(format!("Miner action timeout at step {t}")),
             Err(e) => return Err(format!("Miner action failed at step {t}: {}", describe(e))),
@@ -177,6 +263,35 @@ impl MinerCalls {
                 .map(|a| (a, rt))
                 .map_err(|d| format!("Miner action failed at step {t}: invalid action: {d}")),
         }
+    }
+
+    /// Sends one POST and reads the whole reply within `budget`, on the kept connection or another
+    /// (taken or opened first, neither timed nor budgeted); returns (body, round trip). The
+    /// connection is kept for the next call only after a complete reply the miner keeps alive.
+    async fn call(
+        &mut self,
+        head: &Rc<RequestHead>,
+        body: bytes::Bytes,
+        budget: Duration,
+        limit: usize,
+    ) -> Result<(Value, Duration), CallError> {
+        let connection = match self.kept.take() {
+            Some((c, since)) if fresh(since) => c,
+            _ => self
+                .client
+                .connect(&self.key, &head.uri)
+                .await
+                .map_err(CallError::Connection)?,
+        };
+        let started = Instant::now();
+        let (bytes, reusable) =
+            tokio::time::timeout(budget, exchange(connection, head, body, limit))
+                .await
+                .map_err(|_| CallError::Timeout)??;
+        let ended = Instant::now();
+        self.kept = reusable.map(|c| (c, ended));
+        let value = serde_json::from_slice::<Value>(&bytes).map_err(|_| CallError::NotJson)?;
+        Ok((value, ended - started))
     }
 }
 
@@ -233,33 +348,41 @@ enum CallError {
     NotJson,
 }
 
-/// Sends one POST on a ready connection and reads the whole body within `budget`; returns (body,
-/// round trip). Opening the connection comes first and is neither timed nor budgeted here.
-async fn call(
-    client: &MinerClient,
+/// Sends the request on `connection` and reads the reply: an identity-encoded 2xx body of at most
+/// `limit` bytes. Returns the body and the connection, if the miner keeps it alive for another
+/// request.
+async fn exchange(
+    mut connection: Connection,
     head: &Rc<RequestHead>,
     body: bytes::Bytes,
-    budget: Duration,
     limit: usize,
-) -> Result<(Value, Duration), CallError> {
-    let exchange = (client.open)(RequestHeadType::Rc(head.clone(), None), body)
+) -> Result<(bytes::Bytes, Option<Connection>), CallError> {
+    let lost = |e: std::io::Error| CallError::Connection(e.to_string());
+    let mut framed = Pin::new(&mut connection);
+    let size = BodySize::Sized(body.len() as u64);
+    let request = RequestHeadType::Rc(head.clone(), None);
+    framed
+        .as_mut()
+        .write(h1::Message::Item((request, size)))
+        .map_err(lost)?;
+    if !body.is_empty() {
+        framed
+            .as_mut()
+            .write(h1::Message::Chunk(Some(body)))
+            .map_err(lost)?;
+        framed
+            .as_mut()
+            .write(h1::Message::Chunk(None))
+            .map_err(lost)?;
+    }
+    poll_fn(|cx| framed.as_mut().flush(cx))
         .await
-        .map_err(CallError::Connection)?;
-    let started = Instant::now();
-    let bytes = tokio::time::timeout(budget, receive(exchange, limit))
+        .map_err(lost)?;
+    let response = poll_fn(|cx| framed.as_mut().next_item(cx))
         .await
-        .map_err(|_| CallError::Timeout)??;
-    let round_trip = started.elapsed();
-    let value = serde_json::from_slice::<Value>(&bytes).map_err(|_| CallError::NotJson)?;
-    Ok((value, round_trip))
-}
-
-/// Sends the request and reads the reply: an identity-encoded 2xx body of at most `limit` bytes.
-async fn receive(exchange: Exchange, limit: usize) -> Result<bytes::Bytes, CallError> {
-    let (head, mut payload) = exchange
-        .await
-        .map_err(|e| CallError::Connection(e.to_string()))?;
-    let encoding = head
+        .ok_or_else(|| CallError::Connection("the miner closed the connection".into()))?
+        .map_err(|e| CallError::Connection(format!("invalid response: {e}")))?;
+    let encoding = response
         .headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -267,7 +390,7 @@ async fn receive(exchange: Exchange, limit: usize) -> Result<bytes::Bytes, CallE
     if encoding.is_some_and(|e| e != "identity") {
         return Err(CallError::Compressed);
     }
-    let declared = head
+    let declared = response
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -275,15 +398,35 @@ async fn receive(exchange: Exchange, limit: usize) -> Result<bytes::Bytes, CallE
     if declared.is_some_and(|n| n > limit) {
         return Err(CallError::TooLarge(limit));
     }
-    let mut bytes = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| CallError::Connection(e.to_string()))?;
-        if bytes.len() + chunk.len() > limit {
-            return Err(CallError::TooLarge(limit));
+    let mut bytes = bytes::BytesMut::new();
+    // A 101 leaves the codec in streaming mode: such a connection is never reused.
+    let (kind, mut kept) = (connection.codec_ref().message_type(), true);
+    if kind != MessageType::None {
+        bytes.reserve(declared.unwrap_or(0));
+        let mut payload = connection.into_map_codec(h1::ClientCodec::into_payload_codec);
+        loop {
+            match poll_fn(|cx| Pin::new(&mut payload).next_item(cx)).await {
+                Some(Ok(Some(chunk))) => {
+                    if bytes.len() + chunk.len() > limit {
+                        return Err(CallError::TooLarge(limit));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Some(Ok(None)) => break,
+                Some(Err(e)) => return Err(CallError::Connection(e.to_string())),
+                // The body ended with the connection.
+                None => {
+                    kept = false;
+                    break;
+                }
+            }
         }
-        bytes.extend_from_slice(&chunk);
+        kept &= kind == MessageType::Payload && payload.codec_ref().keep_alive();
+        connection = payload.into_map_codec(h1::ClientPayloadCodec::into_message_codec);
+    } else {
+        kept &= connection.codec_ref().keep_alive();
     }
-    let status = head.status;
+    let status = response.status;
     if status.is_redirection() {
         return Err(CallError::Redirect(status.as_u16()));
     }
@@ -291,7 +434,7 @@ async fn receive(exchange: Exchange, limit: usize) -> Result<bytes::Bytes, CallE
         let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
         return Err(CallError::Status(status.as_u16(), text));
     }
-    Ok(bytes.freeze())
+    Ok((bytes.freeze(), kept.then_some(connection)))
 }
 
 fn describe(e: CallError) -> String {
@@ -322,6 +465,7 @@ mod tests {
     use actix_tls::connect::Resolve;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
     /// Answers one HTTP request on `s` with a valid action.
@@ -343,9 +487,93 @@ mod tests {
         let _ = s.shutdown().await;
     }
 
+    /// A miner on loopback answering each request on a connection with a valid action, and closing
+    /// the connection after its first answer when `close`; returns its endpoint and a count of the
+    /// connections it has accepted.
+    async fn counting_miner(close: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        actix_rt::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                actix_rt::spawn(async move {
+                    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                    loop {
+                        // One request: its head, then the body its Content-Length announces.
+                        let mut need = usize::MAX;
+                        while buf.len() < need {
+                            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                                let length = head
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix("content-length:"))
+                                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                                need = end + 4 + length;
+                                if buf.len() >= need {
+                                    break;
+                                }
+                            }
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..need);
+                        let body = r#"{"action":{}}"#;
+                        let connection = if close { "close" } else { "keep-alive" };
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(reply.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (endpoint, accepted)
+    }
+
+    #[actix_web::test]
+    async fn connections_are_kept_while_the_miner_keeps_them_alive() {
+        let obs = || bytes::Bytes::from_static(br#"{"obs":{}}"#);
+        // Two episodes, one after the other, on one client: one connection for both; a miner
+        // closing after each answer gets a new connection for each call.
+        for (close, connections) in [(false, 1), (true, 8)] {
+            let (endpoint, accepted) = counting_miner(close).await;
+            let client = MinerClient::new(true);
+            for episode in ["ep-1", "ep-2"] {
+                let mut calls = MinerCalls::new(&client, &endpoint, episode).unwrap();
+                calls.reset(obs(), 5.0).await.unwrap();
+                for t in 0..3 {
+                    calls.act(obs(), 0.5, 1 << 20, t).await.unwrap();
+                }
+            }
+            let n = accepted.load(Ordering::SeqCst);
+            assert_eq!(n, connections, "close after each answer: {close}");
+        }
+        // A connection left idle for REUSE_WITHIN is replaced, within an episode or between two.
+        let (endpoint, accepted) = counting_miner(false).await;
+        let client = MinerClient::new(true);
+        let mut calls = MinerCalls::new(&client, &endpoint, "ep-1").unwrap();
+        calls.act(obs(), 0.5, 1 << 20, 0).await.unwrap();
+        tokio::time::sleep(REUSE_WITHIN).await;
+        calls.act(obs(), 0.5, 1 << 20, 1).await.unwrap();
+        drop(calls);
+        tokio::time::sleep(REUSE_WITHIN).await;
+        let mut calls = MinerCalls::new(&client, &endpoint, "ep-2").unwrap();
+        calls.act(obs(), 0.5, 1 << 20, 0).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        let idle: usize = client.idle.borrow().values().map(Vec::len).sum();
+        assert_eq!(idle, 0, "the stale connection was closed");
+    }
+
     /// One `/act` with a 0.5 s budget, the miner's whole error string on failure.
     async fn act_once(client: &MinerClient, endpoint: &str) -> Result<Duration, String> {
-        let calls = MinerCalls::new(client, endpoint, "ep")?;
+        let mut calls = MinerCalls::new(client, endpoint, "ep")?;
         let (_, round_trip) = calls
             .act(bytes::Bytes::from_static(b"{}"), 0.5, 1 << 20, 0)
             .await?;
@@ -452,7 +680,8 @@ mod tests {
             "{err}"
         );
         // Through the guarded client: the refusal is a connection error, nothing is sent.
-        let calls = MinerCalls::new(&MinerClient::new(false), "http://localhost:9", "ep").unwrap();
+        let mut calls =
+            MinerCalls::new(&MinerClient::new(false), "http://localhost:9", "ep").unwrap();
         let e = calls
             .reset(bytes::Bytes::from_static(b"{}"), 5.0)
             .await
