@@ -176,6 +176,16 @@ fn cached_hand_reset_matches_a_fresh_one() {
             let cached = trajectory(&mut warm, seed);
             let fresh = trajectory(&mut env(task), seed);
             assert_eq!(cached, fresh, "{task:?} seed {seed}");
+            // The cache belongs to the scene: an environment whose sibling filled it.
+            let scene = Scene::new(models()[task as usize].clone()).unwrap();
+            let mut sibling = Env::on_scene(task, scene.clone()).unwrap();
+            sibling.reset(99).unwrap();
+            let mut newcomer = Env::on_scene(task, scene).unwrap();
+            assert_eq!(
+                trajectory(&mut newcomer, seed),
+                fresh,
+                "{task:?} seed {seed}"
+            );
         }
     }
 }

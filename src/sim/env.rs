@@ -6,6 +6,7 @@
 //! scene's pristine values, at every reset, before every step and before rendering (environments.md
 //! 7.3), so neither another environment on the scene nor an earlier episode is visible to it.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use mujoco_rs::prelude::{MjModel, MjtState};
@@ -176,6 +177,10 @@ pub struct Scene {
     shared: SharedModel,
     geom_friction: Vec<f64>,
     dof_damping: Vec<f64>,
+    /// The hand reset's result, once computed by one of the scene's environments, for tasks where it
+    /// does not depend on the episode: an executor's K environments of a task then each skip it
+    /// from their first episode on, as a lone environment does from its second.
+    hand_cache: RefCell<Option<HandResetCache>>,
 }
 
 impl Scene {
@@ -202,6 +207,7 @@ impl Scene {
             shared: SharedModel::new(model),
             geom_friction,
             dof_damping,
+            hand_cache: RefCell::new(None),
         }))
     }
 
@@ -227,7 +233,6 @@ pub struct Env {
     scene: Rc<Scene>,
     /// The friction and damping scales in force (nominal during the reset's settling).
     scales: (f64, f64),
-    hand_cache: Option<HandResetCache>,
     draw: EpisodeDraw,
     consts: EpisodeConstants,
     prev: [f64; 18],
@@ -253,7 +258,6 @@ impl Env {
             ids,
             scene,
             scales: (1.0, 1.0),
-            hand_cache: None,
             draw: EpisodeDraw::nominal(vec![]),
             consts: EpisodeConstants::default(),
             prev: [0.0; 18],
@@ -305,15 +309,20 @@ impl Env {
         self.consts.target = self.placement_target(None);
         self.write_overlay(1.0, 1.0);
         let hand_init = self.task.hand_init();
-        let (init_tcp, settled_obj_z) = match (&self.hand_cache, self.task.hand_reset_cacheable()) {
-            (Some(cache), true) => {
+        let cacheable = self.task.hand_reset_cacheable();
+        let cached = match self.scene.hand_cache.borrow().as_ref() {
+            Some(cache) if cacheable => {
                 self.sim
                     .data()
                     .set_state(&cache.state, INTEGRATION)
                     .map_err(|e| SimError(e.to_string()))?;
-                (cache.init_tcp, cache.obj_z)
+                Some((cache.init_tcp, cache.obj_z))
             }
-            _ => {
+            _ => None,
+        };
+        let (init_tcp, settled_obj_z) = match cached {
+            Some(cached) => cached,
+            None => {
                 self.sim.data().reset();
                 self.hand_reset(hand_init);
                 let init_tcp = self.tcp();
@@ -321,8 +330,8 @@ impl Env {
                     ObjectSource::Puck { body, .. } => self.sim.xpos(body)[2],
                     _ => 0.0,
                 };
-                if self.task.hand_reset_cacheable() {
-                    self.hand_cache = Some(HandResetCache {
+                if cacheable {
+                    *self.scene.hand_cache.borrow_mut() = Some(HandResetCache {
                         state: self.sim.data().state(INTEGRATION),
                         init_tcp,
                         obj_z,
