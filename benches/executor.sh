@@ -59,13 +59,14 @@ snapshot() {
 # Copies snapshot $1 as $2.
 cp_snapshot() { for f in "$WORK/$1".*; do cp "$f" "$WORK/$2.${f##*.}"; done; }
 
-# The baseline of a case is measured right before it, so that the drift of this shared VM's speed over
-# the minutes of a run does not skew the ratio. Physics alone runs 100 episodes (about 2 s), so that
-# the first episode's cold start does not flatter the ratio; with images rendering dominates, and
-# 4 episodes keep it short.
+# The baseline of a case is measured right before it and again right after it (the executor and
+# `kinitro run` stopped), and the case is compared with the mean of the two: this shared VM's speed
+# drifts by up to 15 % within minutes, so one measurement on one side of the case may not match the
+# speed the case itself ran at. Physics alone runs 300 episodes (about 6 s): shorter runs varied
+# by ±10 % from one to the next; with images rendering dominates, and 4 episodes keep it short.
 measure_baseline() { # images(true|false): sets BASELINE and prints it
   local images=$1 episodes line summary
-  episodes=$([ "$images" = true ] && echo 4 || echo 100)
+  episodes=$([ "$images" = true ] && echo 4 || echo 300)
   line=$("$BIN" env test metaworld/pick-place-v3 --policy zero --episodes "$episodes" --max-steps "$STEPS" \
     $([ "$images" = true ] || echo --no-images) --json | tail -1)
   { read -r BASELINE; read -r summary; } < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1])
@@ -114,7 +115,11 @@ run_case() { # images(true|false) delay_ms K episodes
   done
   snapshot "$ex_pid" "$metrics_port" end
   [ "$snap" -ge 1 ] || cp_snapshot end steady0; [ "$snap" -ge 2 ] || cp_snapshot end steady1 # too short to tell
-  local peak_rss; peak_rss=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$ex_pid/status")
+  local peak_rss before=$BASELINE; peak_rss=$(awk '/^VmHWM/ { print int($2 / 1024) }' "/proc/$ex_pid/status")
+  kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true
+  measure_baseline "$images" > "$WORK/after.txt"; sed 's/^baseline/baseline after the case/' "$WORK/after.txt"
+  BASELINE=$(python3 -c "print(($before + $BASELINE) / 2)")
+  echo "baseline: mean of before and after = $(printf '%.3f' "$BASELINE") ms/step"
   python3 - "$images" "$delay" "$k" "$TICK" "$EPISODES" "$WORK" "$peak_rss" "$BASELINE" <<'EOF'
 import sys
 images, delay, k, tick, episodes, work, rss, baseline = sys.argv[1:]
@@ -150,7 +155,6 @@ window("whole run   ", "start", "end")
 window("steady state", "steady0", "steady1")
 EOF
   echo "  miner timeouts: $(grep -c "Miner action timeout" "$WORK/executor.log" || true)"
-  kill "$ex_pid" "$run_pid" 2>/dev/null || true; wait "$ex_pid" "$run_pid" 2>/dev/null || true
 }
 
 echo "== executor (4 zero-policy miners, pick-place episodes of $STEPS steps) =="
