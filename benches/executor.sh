@@ -121,9 +121,10 @@ run_case() { # images(true|false) delay_ms K episodes
   BASELINE=$(python3 -c "print(($before + $BASELINE) / 2)")
   echo "baseline: mean of before and after = $(printf '%.3f' "$BASELINE") ms/step"
   python3 - "$images" "$delay" "$k" "$TICK" "$EPISODES" "$WORK" "$peak_rss" "$BASELINE" <<'EOF'
-import sys
+import functools, sys
 images, delay, k, tick, episodes, work, rss, baseline = sys.argv[1:]
 tick, baseline = int(tick), float(baseline)
+@functools.cache
 def load(name):
     snap = {"time": float(open(f"{work}/{name}.time").read()), "ticks": int(open(f"{work}/{name}.ticks").read())}
     snap["threads"] = {t: (kind, int(ticks), int(pre)) for t, kind, ticks, pre in

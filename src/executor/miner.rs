@@ -398,34 +398,7 @@ async fn exchange(
     if declared.is_some_and(|n| n > limit) {
         return Err(CallError::TooLarge(limit));
     }
-    let mut bytes = bytes::BytesMut::new();
-    // A 101 leaves the codec in streaming mode: such a connection is never reused.
-    let (kind, mut kept) = (connection.codec_ref().message_type(), true);
-    if kind != MessageType::None {
-        bytes.reserve(declared.unwrap_or(0));
-        let mut payload = connection.into_map_codec(h1::ClientCodec::into_payload_codec);
-        loop {
-            match poll_fn(|cx| Pin::new(&mut payload).next_item(cx)).await {
-                Some(Ok(Some(chunk))) => {
-                    if bytes.len() + chunk.len() > limit {
-                        return Err(CallError::TooLarge(limit));
-                    }
-                    bytes.extend_from_slice(&chunk);
-                }
-                Some(Ok(None)) => break,
-                Some(Err(e)) => return Err(CallError::Connection(e.to_string())),
-                // The body ended with the connection.
-                None => {
-                    kept = false;
-                    break;
-                }
-            }
-        }
-        kept &= kind == MessageType::Payload && payload.codec_ref().keep_alive();
-        connection = payload.into_map_codec(h1::ClientPayloadCodec::into_message_codec);
-    } else {
-        kept &= connection.codec_ref().keep_alive();
-    }
+    let (bytes, reusable) = read_body(connection, declared, limit).await?;
     let status = response.status;
     if status.is_redirection() {
         return Err(CallError::Redirect(status.as_u16()));
@@ -434,7 +407,43 @@ async fn exchange(
         let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
         return Err(CallError::Status(status.as_u16(), text));
     }
-    Ok((bytes.freeze(), kept.then_some(connection)))
+    Ok((bytes, reusable))
+}
+
+/// Reads the body of the response whose head `connection` has just decoded, up to `limit` bytes
+/// (`declared` by its `Content-Length`, if any). Returns it, and the connection if the miner keeps
+/// it alive for another request: a complete length-delimited or chunked body, without
+/// `Connection: close` (a 101 leaves the codec streaming, and a body that ends with the connection
+/// leaves none).
+async fn read_body(
+    connection: Connection,
+    declared: Option<usize>,
+    limit: usize,
+) -> Result<(bytes::Bytes, Option<Connection>), CallError> {
+    let kind = connection.codec_ref().message_type();
+    if kind == MessageType::None {
+        let reusable = connection.codec_ref().keep_alive();
+        return Ok((bytes::Bytes::new(), reusable.then_some(connection)));
+    }
+    let mut bytes = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+    let mut payload = connection.into_map_codec(h1::ClientCodec::into_payload_codec);
+    let complete = loop {
+        match poll_fn(|cx| Pin::new(&mut payload).next_item(cx)).await {
+            Some(Ok(Some(chunk))) => {
+                if bytes.len() + chunk.len() > limit {
+                    return Err(CallError::TooLarge(limit));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Some(Ok(None)) => break true,
+            Some(Err(e)) => return Err(CallError::Connection(e.to_string())),
+            // The body ended with the connection.
+            None => break false,
+        }
+    };
+    let reusable = complete && kind == MessageType::Payload && payload.codec_ref().keep_alive();
+    let connection = payload.into_map_codec(h1::ClientPayloadCodec::into_message_codec);
+    Ok((bytes.freeze(), reusable.then_some(connection)))
 }
 
 fn describe(e: CallError) -> String {
