@@ -14,11 +14,15 @@
 # wall time, so it includes waiting for a core and the cache misses of K interleaved episodes; the split
 # of the executor's CPU between the episode-worker threads (MuJoCo, rendering with Mesa's rasteriser
 # threads, encoding) and the rest (the pools' arbiters: HTTP to the miners, episode state machines;
-# the API client); and how often the workers were preempted. It gives the executor's peak resident
-# memory.
+# the API client); how often the workers were preempted; and the mean `/act` round trip the executor
+# charged the miners (the miner's delay plus loopback and the miner's own time: it shows that the
+# executor's scheduling is not charged to them). It gives the executor's peak resident memory.
 #
 # Usage: benches/executor.sh [EPISODES_WITH_IMAGES] [STEPS] [EPISODES_WITHOUT_IMAGES]
 #        (defaults 16 and 128 episodes of 100 steps: enough to fill the slots of each case)
+#        BENCH_IMAGES="on off" and BENCH_DELAYS="0 20" (the defaults) pick the cases: e.g. BENCH_IMAGES=off
+#        runs only those without images. BENCH_K_OFF (default 128) is K without images: with a 20 ms
+#        miner delay, 2 pools × 128 episodes keep both episode workers busy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPISODES="${1:-16}"
@@ -76,9 +80,28 @@ print("baseline (in-process, %s episodes): physics %.3f ms/step (%.0f env steps/
   echo "$summary"
 }
 
+# Without images the baseline is also measured with every core busy: one copy per core (one per pool
+# at the executor's default), all at once, as the executor's episode workers run. On this shared VM
+# one busy core can run faster than two (the host's clock boost), by up to a tenth some hours and
+# not at all in others; this second ratio shows how much of the first is that.
+measure_busy_baseline() { # sets BUSY_BASELINE and prints it
+  local copies i running=(); copies=$(nproc)
+  for i in $(seq "$copies"); do
+    "$BIN" env test metaworld/pick-place-v3 --policy zero --episodes 300 --max-steps "$STEPS" --no-images --json \
+      > "$WORK/busy-$i.out" & running+=($!)
+  done
+  wait "${running[@]}"
+  for i in $(seq "$copies"); do tail -1 "$WORK/busy-$i.out" > "$WORK/busy-$i.json"; done
+  BUSY_BASELINE=$(python3 -c 'import json,sys
+ds = [json.load(open(f)) for f in sys.argv[1:]]
+print(sum(1e3 / d["steps_per_second"] + d["encode_ms_mean"] for d in ds) / len(ds))' "$WORK"/busy-*.json)
+  echo "baseline with all $copies cores busy ($copies copies at once): $(printf '%.3f' "$BUSY_BASELINE") ms/step"
+}
+
 run_case() { # images(true|false) delay_ms K episodes
   local images=$1 delay=$2 k=$3 EPISODES=$4 api_port miners_file="$WORK/miners-$1-$2-$3.toml"
   measure_baseline "$images"
+  local busy=0; if [ "$images" = false ]; then measure_busy_baseline; busy=$BUSY_BASELINE; fi
   : > "$miners_file"
   for uid in 0 1 2 3; do
     local p; p=$(free_port)
@@ -120,10 +143,14 @@ run_case() { # images(true|false) delay_ms K episodes
   measure_baseline "$images" > "$WORK/after.txt"; sed 's/^baseline/baseline after the case/' "$WORK/after.txt"
   BASELINE=$(python3 -c "print(($before + $BASELINE) / 2)")
   echo "baseline: mean of before and after = $(printf '%.3f' "$BASELINE") ms/step"
-  python3 - "$images" "$delay" "$k" "$TICK" "$EPISODES" "$WORK" "$peak_rss" "$BASELINE" <<'EOF'
+  if [ "$images" = false ]; then
+    measure_busy_baseline | sed 's/^baseline/baseline after the case/'
+    busy=$(python3 -c "print(($busy + $BUSY_BASELINE) / 2)")
+  fi
+  python3 - "$images" "$delay" "$k" "$TICK" "$EPISODES" "$WORK" "$peak_rss" "$BASELINE" "$busy" <<'EOF'
 import functools, sys
-images, delay, k, tick, episodes, work, rss, baseline = sys.argv[1:]
-tick, baseline = int(tick), float(baseline)
+images, delay, k, tick, episodes, work, rss, baseline, busy = sys.argv[1:]
+tick, baseline, busy = int(tick), float(baseline), float(busy)
 @functools.cache
 def load(name):
     snap = {"time": float(open(f"{work}/{name}.time").read()), "ticks": int(open(f"{work}/{name}.ticks").read())}
@@ -134,6 +161,8 @@ def load(name):
         return sum(float(v) for m, v in metrics if any(m.startswith(n + suffix) for n in names))
     snap["steps"] = total("_count", ["kinitro_sim_step_seconds"])
     snap["worker_wall"] = total("_sum", ["kinitro_sim_step_seconds", "kinitro_render_seconds", "kinitro_obs_encode_seconds"])
+    snap["acts"] = total("_count", ["kinitro_miner_action_latency_seconds"])
+    snap["act_time"] = total("_sum", ["kinitro_miner_action_latency_seconds"])
     return snap
 def window(label, a, b):
     a, b = load(a), load(b)
@@ -146,9 +175,11 @@ def window(label, a, b):
             _, ticks0, p0 = a["threads"].get(t, (kind, 0, 0))
             workers += (ticks - ticks0) / tick; pre += p - p0
     print(f"  {label}: {n / wall:5.0f} env steps/s, executor CPU {1e3 * cpu / n:6.3f} ms/step = {1e3 * cpu / n / baseline:.2f}x the baseline"
+          + (f" ({1e3 * cpu / n / busy:.2f}x with all cores busy)" if busy else "") +
           f" (episode workers and their rasteriser {1e3 * workers / n:.3f}, arbiters and the rest {1e3 * (cpu - workers) / n:.3f});"
           f" workers' physics+render+encode wall time {1e3 * (b['worker_wall'] - a['worker_wall']) / n:.3f} ms/step;"
-          f" workers preempted {pre / n:.2f} times per step")
+          f" workers preempted {pre / n:.2f} times per step;"
+          f" /act round trip {1e3 * (b['act_time'] - a['act_time']) / max(b['acts'] - a['acts'], 1):.2f} ms on average")
 wall = load("end")["time"] - load("start")["time"]
 print(f"images {'on ' if images == 'true' else 'off'} delay {int(delay):>2} ms K {int(k):>3} ({episodes} episodes): "
       f"{int(episodes) / wall:.2f} episodes/s, peak RSS {rss} MiB")
@@ -159,5 +190,8 @@ EOF
 }
 
 echo "== executor (4 zero-policy miners, pick-place episodes of $STEPS steps) =="
-for delay in 0 20; do run_case true "$delay" 8 "$EPISODES"; done
-for delay in 0 20; do run_case false "$delay" 64 "$EPISODES_OFF"; done
+for images in ${BENCH_IMAGES:-on off}; do
+  for delay in ${BENCH_DELAYS:-0 20}; do
+    if [ "$images" = on ]; then run_case true "$delay" 8 "$EPISODES"; else run_case false "$delay" "${BENCH_K_OFF:-128}" "$EPISODES_OFF"; fi
+  done
+done

@@ -6,7 +6,8 @@
 //! the 5 s connector timeout and never charged to the miner, executor.md 2.1). The episode keeps the
 //! connection for its later calls while the miner keeps it alive, and leaves it in the idle set when
 //! it ends. Each call's round trip runs from sending the request to the body's complete arrival,
-//! within the call's budget.
+//! within the call's budget; the arrival is the kernel's receive time of the body's last bytes
+//! ([`super::arrival`]), so the time a reply waits for the arbiter is not the miner's.
 //!
 //! The exchange itself is written here on actix-http's HTTP/1.1 codec rather than through awc's
 //! request sender: awc builds a new codec for every request, and each new codec starts a
@@ -19,7 +20,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_codec::Framed;
 use actix_http::body::BodySize;
@@ -31,6 +32,7 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::arrival::{Arrival, StampingConnector};
 use crate::sim::action::Action;
 
 /// The `/reset` response cap.
@@ -95,7 +97,9 @@ impl MinerClient {
         // has its own awc timeout; CONNECT_TIMEOUT bounds the whole opening below.
         let connections = Rc::new(
             connector
-                .connector(actix_tls::connect::Connector::new(resolver).service())
+                .connector(StampingConnector(
+                    actix_tls::connect::Connector::new(resolver).service(),
+                ))
                 .timeout(CONNECT_TIMEOUT)
                 .handshake_timeout(CONNECT_TIMEOUT)
                 .limit(0)
@@ -283,15 +287,21 @@ impl MinerCalls {
                 .await
                 .map_err(CallError::Connection)?,
         };
-        let started = Instant::now();
-        let (bytes, reusable) =
+        let (started, sent) = (Instant::now(), SystemTime::now());
+        let (bytes, reusable, arrival) =
             tokio::time::timeout(budget, exchange(connection, head, body, limit))
                 .await
                 .map_err(|_| CallError::Timeout)??;
         let ended = Instant::now();
+        // The kernel's arrival time when the reads were stamped, else the moment they completed.
+        let round_trip = arrival.since(sent).unwrap_or(ended - started);
+        if round_trip > budget {
+            // Read within the timer's slack, but it arrived too late.
+            return Err(CallError::Timeout);
+        }
         self.kept = reusable.map(|c| (c, ended));
         let value = serde_json::from_slice::<Value>(&bytes).map_err(|_| CallError::NotJson)?;
-        Ok((value, ended - started))
+        Ok((value, round_trip))
     }
 }
 
@@ -349,14 +359,14 @@ enum CallError {
 }
 
 /// Sends the request on `connection` and reads the reply: an identity-encoded 2xx body of at most
-/// `limit` bytes. Returns the body and the connection, if the miner keeps it alive for another
-/// request.
+/// `limit` bytes. Returns the body, the connection if the miner keeps it alive for another request,
+/// and when the reply's last bytes arrived.
 async fn exchange(
     mut connection: Connection,
     head: &Rc<RequestHead>,
     body: bytes::Bytes,
     limit: usize,
-) -> Result<(bytes::Bytes, Option<Connection>), CallError> {
+) -> Result<(bytes::Bytes, Option<Connection>, Arrival), CallError> {
     let lost = |e: std::io::Error| CallError::Connection(e.to_string());
     let mut framed = Pin::new(&mut connection);
     let size = BodySize::Sized(body.len() as u64);
@@ -378,7 +388,8 @@ async fn exchange(
     poll_fn(|cx| framed.as_mut().flush(cx))
         .await
         .map_err(lost)?;
-    let response = poll_fn(|cx| framed.as_mut().next_item(cx))
+    let mut arrival = Arrival::default();
+    let response = poll_fn(|cx| arrival.track(|| framed.as_mut().next_item(cx)))
         .await
         .ok_or_else(|| CallError::Connection("the miner closed the connection".into()))?
         .map_err(|e| CallError::Connection(format!("invalid response: {e}")))?;
@@ -398,7 +409,7 @@ async fn exchange(
     if declared.is_some_and(|n| n > limit) {
         return Err(CallError::TooLarge(limit));
     }
-    let (bytes, reusable) = read_body(connection, declared, limit).await?;
+    let (bytes, reusable) = read_body(connection, declared, limit, &mut arrival).await?;
     let status = response.status;
     if status.is_redirection() {
         return Err(CallError::Redirect(status.as_u16()));
@@ -407,18 +418,19 @@ async fn exchange(
         let text: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
         return Err(CallError::Status(status.as_u16(), text));
     }
-    Ok((bytes, reusable))
+    Ok((bytes, reusable, arrival))
 }
 
 /// Reads the body of the response whose head `connection` has just decoded, up to `limit` bytes
 /// (`declared` by its `Content-Length`, if any). Returns it, and the connection if the miner keeps
 /// it alive for another request: a complete length-delimited or chunked body, without
 /// `Connection: close` (a 101 leaves the codec streaming, and a body that ends with the connection
-/// leaves none).
+/// leaves none). Its reads are tracked in `arrival`.
 async fn read_body(
     connection: Connection,
     declared: Option<usize>,
     limit: usize,
+    arrival: &mut Arrival,
 ) -> Result<(bytes::Bytes, Option<Connection>), CallError> {
     let kind = connection.codec_ref().message_type();
     if kind == MessageType::None {
@@ -428,7 +440,7 @@ async fn read_body(
     let mut bytes = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
     let mut payload = connection.into_map_codec(h1::ClientCodec::into_payload_codec);
     let complete = loop {
-        match poll_fn(|cx| Pin::new(&mut payload).next_item(cx)).await {
+        match poll_fn(|cx| arrival.track(|| Pin::new(&mut payload).next_item(cx))).await {
             Some(Ok(Some(chunk))) => {
                 if bytes.len() + chunk.len() > limit {
                     return Err(CallError::TooLarge(limit));
@@ -578,6 +590,73 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
         let idle: usize = client.idle.borrow().values().map(Vec::len).sum();
         assert_eq!(idle, 0, "the stale connection was closed");
+    }
+
+    /// A miner on its own thread (so that it answers while the test's arbiter is blocked), answering
+    /// every request on one kept-alive connection with a valid action at once.
+    fn miner_on_a_thread() -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+            loop {
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while buf.len() < end + 4 + length {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.drain(..end + 4 + length);
+                let body = r#"{"action":{}}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if s.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+        endpoint
+    }
+
+    #[actix_web::test]
+    async fn a_reply_read_late_is_stamped_when_it_arrived() {
+        let obs = || bytes::Bytes::from_static(br#"{"obs":{}}"#);
+        let endpoint = miner_on_a_thread();
+        let client = MinerClient::new(true);
+        let mut calls = MinerCalls::new(&client, &endpoint, "ep").unwrap();
+        // The first call opens the connection; the next ones send at once on it.
+        calls.act(obs(), 0.5, 1 << 20, 0).await.unwrap();
+        // The arbiter is busy for 300 ms right after each request goes out (the miner answers
+        // meanwhile): the round trip is the miner's, and a 0.2 s budget is met although the reply
+        // is read after it.
+        for (t, budget) in [(1, 0.5), (2, 0.2)] {
+            let started = Instant::now();
+            let (result, ()) = tokio::join!(calls.act(obs(), budget, 1 << 20, t), async {
+                std::thread::sleep(Duration::from_millis(300))
+            });
+            assert!(started.elapsed() >= Duration::from_millis(300));
+            let (_, round_trip) = result.unwrap_or_else(|e| panic!("budget {budget}: {e}"));
+            assert!(
+                round_trip < Duration::from_millis(100),
+                "budget {budget}: {round_trip:?}"
+            );
+        }
     }
 
     /// One `/act` with a 0.5 s budget, the miner's whole error string on failure.

@@ -6,6 +6,7 @@
 //! the pool with the most free slots.
 //! Task sources and result sinks live in [`remote`] (`kinitro executor`) and [`local`] (`kinitro run`).
 
+pub mod arrival;
 pub mod episode;
 pub mod guard;
 pub mod local;

@@ -54,6 +54,7 @@ impl ExecutorPool {
     /// A pool from its parts, with a miner client built on the calling (arbiter) thread.
     pub fn new(parts: PoolParts) -> Self {
         let client = miner::MinerClient::new(parts.limits.allow_private_endpoints);
+        super::arrival::lower_arbiter_priority();
         Self {
             parts: Rc::new(parts),
             client,
