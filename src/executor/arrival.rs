@@ -36,7 +36,8 @@ thread_local! {
 /// miner's reply then waits for the worker's time slice instead of preempting MuJoCo once per step,
 /// and the arbiter handles the replies that arrived meanwhile in one go. In benches/executor.sh
 /// (images off) the workers were preempted 0.15–0.3 instead of 0.6–0.9 times per step, and the
-/// arbiters' CPU per step fell from about 0.04 to 0.027 ms. Raising one's own nice value needs no
+/// arbiters' CPU per step fell from about 0.04 to 0.027 ms. Nice 5, 15 and 19 measured worse there
+/// (0.26–0.29 ms of executor CPU per step against 0.24–0.26). Raising one's own nice value needs no
 /// privilege.
 pub const ARBITER_NICE: i32 = 10;
 
