@@ -593,8 +593,8 @@ mod tests {
     }
 
     /// A miner on its own thread (so that it answers while the test's arbiter is blocked), answering
-    /// every request on one kept-alive connection with a valid action at once.
-    fn miner_on_a_thread() -> String {
+    /// every request on one kept-alive connection with a valid action after `delay`.
+    fn miner_on_a_thread(delay: Duration) -> String {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -621,6 +621,7 @@ mod tests {
                     }
                 }
                 buf.drain(..end + 4 + length);
+                std::thread::sleep(delay);
                 let body = r#"{"action":{}}"#;
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
@@ -637,7 +638,7 @@ mod tests {
     #[actix_web::test]
     async fn a_reply_read_late_is_stamped_when_it_arrived() {
         let obs = || bytes::Bytes::from_static(br#"{"obs":{}}"#);
-        let endpoint = miner_on_a_thread();
+        let endpoint = miner_on_a_thread(Duration::ZERO);
         let client = MinerClient::new(true);
         let mut calls = MinerCalls::new(&client, &endpoint, "ep").unwrap();
         // The first call opens the connection; the next ones send at once on it.
@@ -657,6 +658,21 @@ mod tests {
                 "budget {budget}: {round_trip:?}"
             );
         }
+    }
+
+    #[actix_web::test]
+    async fn a_reply_that_arrived_late_is_a_timeout_even_if_read_before_the_timer() {
+        let obs = || bytes::Bytes::from_static(br#"{"obs":{}}"#);
+        let endpoint = miner_on_a_thread(Duration::from_millis(250));
+        let client = MinerClient::new(true);
+        let mut calls = MinerCalls::new(&client, &endpoint, "ep").unwrap();
+        calls.act(obs(), 0.5, 1 << 20, 0).await.unwrap();
+        // The reply arrives at 250 ms, after the 0.2 s budget, while the arbiter is blocked until
+        // 400 ms: when it runs again the reply is read before the timer is looked at.
+        let (result, ()) = tokio::join!(calls.act(obs(), 0.2, 1 << 20, 1), async {
+            std::thread::sleep(Duration::from_millis(400))
+        });
+        assert_eq!(result.unwrap_err(), "Miner action timeout at step 1");
     }
 
     /// One `/act` with a 0.5 s budget, the miner's whole error string on failure.
