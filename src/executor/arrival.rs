@@ -8,7 +8,7 @@
 //! overlap, and only the polled connection's socket is read within its poll, so what a poll collects
 //! belongs to that connection even under TLS, which reads through this stream.
 //!
-//! Why: the arbiters run below the episode workers' priority (see [`lower_arbiter_priority`]), so a
+//! Why: the arbiters run below the episode workers' priority (see [`super::pool::ARBITER_NICE`]), so a
 //! reply may wait a time slice before the arbiter reads it. With the kernel's stamp that wait is the
 //! executor's, never charged to the miner's budget.
 
@@ -30,31 +30,6 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 thread_local! {
     /// The receive time of the last bytes a [`StampedTcp`] read on this thread.
     static LAST_RECEIVED: Cell<Option<SystemTime>> = const { Cell::new(None) };
-}
-
-/// How much nicer than the episode workers the arbiters run (`setpriority`, Linux per thread): a
-/// miner's reply then waits for the worker's time slice instead of preempting MuJoCo once per step,
-/// and the arbiter handles the replies that arrived meanwhile in one go. In benches/executor.sh
-/// (images off) the workers were preempted 0.15–0.3 instead of 0.6–0.9 times per step, and the
-/// arbiters' CPU per step fell from about 0.04 to 0.027 ms. Nice 5, 15 and 19 measured worse there
-/// (0.26–0.29 ms of executor CPU per step against 0.24–0.26). Raising one's own nice value needs no
-/// privilege.
-pub const ARBITER_NICE: i32 = 10;
-
-/// Lowers the calling thread's priority to [`ARBITER_NICE`]; best effort (a failure leaves it as it
-/// was, which only costs speed).
-pub fn lower_arbiter_priority() {
-    // SAFETY: plain system calls on the calling thread's own id.
-    let failed = unsafe {
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            libc::gettid() as libc::id_t,
-            ARBITER_NICE,
-        ) != 0
-    };
-    if failed {
-        tracing::debug!(error = %io::Error::last_os_error(), "cannot lower the arbiter's priority");
-    }
 }
 
 /// The latest kernel receive time seen by the reads inside [`Arrival::track`].
