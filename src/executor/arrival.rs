@@ -14,8 +14,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +24,7 @@ use actix_rt::net::{ActixStream, Ready, TcpStream};
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
 use futures_util::future::LocalBoxFuture;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 thread_local! {
@@ -63,19 +63,8 @@ pub struct StampedTcp(TcpStream);
 impl StampedTcp {
     /// Turns receive timestamps on for `tcp`; without them reads work and record nothing.
     pub fn new(tcp: TcpStream) -> Self {
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt on an open socket with a correctly sized int option.
-        let failed = unsafe {
-            libc::setsockopt(
-                tcp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&on as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            ) != 0
-        };
-        if failed {
-            tracing::debug!(error = %io::Error::last_os_error(), "no receive timestamps on a miner connection");
+        if let Err(e) = setsockopt(&tcp, sockopt::ReceiveTimestampns, &true) {
+            tracing::debug!(error = %e, "no receive timestamps on a miner connection");
         }
         Self(tcp)
     }
@@ -86,37 +75,17 @@ impl StampedTcp {
 struct ControlBuffer([u8; 64]);
 
 /// One `recvmsg` into `dst`: the bytes read and the receive time of the last segment they came from.
-fn receive(fd: i32, dst: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<SystemTime>)> {
+fn receive(fd: RawFd, dst: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
     let mut control = ControlBuffer([0; 64]);
-    let mut iov = libc::iovec {
-        iov_base: dst.as_mut_ptr().cast(),
-        iov_len: dst.len(),
-    };
-    // SAFETY: a zeroed msghdr is valid; the pointers below outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control.0.len() as _;
-    // SAFETY: `msg` describes writable buffers of the given lengths.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut stamp = None;
-    // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes the kernel wrote.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                stamp = Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    let mut iov = [io::IoSliceMut::new(dst)];
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut control.0), MsgFlags::MSG_DONTWAIT)?;
+    let stamp = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::ScmTimestampns(ts) => {
+            Some(UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32))
         }
-    }
-    Ok((n as usize, stamp))
+        _ => None,
+    });
+    Ok((msg.bytes, stamp))
 }
 
 impl AsyncRead for StampedTcp {
@@ -128,9 +97,7 @@ impl AsyncRead for StampedTcp {
         let tcp = &self.0;
         loop {
             std::task::ready!(tcp.poll_read_ready(cx))?;
-            // SAFETY: `receive` only writes initialised bytes into the unfilled part, and exactly
-            // the `n` it reports are marked initialised and filled below.
-            let dst = unsafe { buf.unfilled_mut() };
+            let dst = buf.initialize_unfilled();
             match tcp.try_io(Interest::READABLE, || receive(tcp.as_raw_fd(), dst)) {
                 Ok((n, stamp)) => {
                     if n > 0 {
@@ -138,8 +105,6 @@ impl AsyncRead for StampedTcp {
                             LAST_RECEIVED.set(Some(t));
                         }
                     }
-                    // SAFETY: see above.
-                    unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
