@@ -72,10 +72,17 @@ fn reset_act_and_health() {
         a.json()["action"],
         json!({"continuous": {"ee_twist": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "gripper": [0.0]}, "discrete": {}, "extra": {}})
     );
-    assert_eq!(
-        http(m.port, "POST", "/act", &[], Some("not json")).status,
-        422
-    );
+    // Only `{"obs": {...}}` is an observation; the parts the policy skips must still be JSON.
+    for bad in [
+        "not json",
+        r#"{"obs": []}"#,
+        r#"{"obs": 1}"#,
+        r#"{"observation": {}}"#,
+        r#"{"obs": {"proprio": [1, }}"#,
+    ] {
+        let r = http(m.port, "POST", "/act", &[], Some(bad));
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+    }
 }
 
 #[test]

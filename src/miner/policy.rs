@@ -66,9 +66,10 @@ impl Policy {
     }
 }
 
-/// The privileged state of an observation (`obs.extra.state`), when present and numeric.
-pub fn privileged_state(obs: &Value) -> Option<Vec<f64>> {
-    obs.pointer("/extra/state")?
+/// The privileged state in an observation's `extra` (`obs.extra.state`), when present and numeric.
+pub fn privileged_state(extra: &Value) -> Option<Vec<f64>> {
+    extra
+        .get("state")?
         .as_array()?
         .iter()
         .map(Value::as_f64)
