@@ -68,11 +68,15 @@ cp_snapshot() { for f in "$WORK/$1".*; do cp "$f" "$WORK/$2.${f##*.}"; done; }
 # drifts by up to 15 % within minutes, so one measurement on one side of the case may not match the
 # speed the case itself ran at. Physics alone runs 300 episodes (about 6 s): shorter runs varied
 # by ±10 % from one to the next; with images rendering dominates, and 4 episodes keep it short.
+# The in-process run behind every baseline: zero-policy pick-place episodes; its JSON summary is the
+# last line. Arguments: the number of episodes, then any further flags.
+env_test() { local episodes=$1; shift
+  "$BIN" env test metaworld/pick-place-v3 --policy zero --episodes "$episodes" --max-steps "$STEPS" "$@" --json | tail -1
+}
 measure_baseline() { # images(true|false): sets BASELINE and prints it
   local images=$1 episodes line summary
   episodes=$([ "$images" = true ] && echo 4 || echo 300)
-  line=$("$BIN" env test metaworld/pick-place-v3 --policy zero --episodes "$episodes" --max-steps "$STEPS" \
-    $([ "$images" = true ] || echo --no-images) --json | tail -1)
+  line=$(env_test "$episodes" $([ "$images" = true ] || echo --no-images))
   { read -r BASELINE; read -r summary; } < <(python3 -c 'import json,sys; d=json.loads(sys.argv[1])
 physics, render, encode = 1e3 / d["steps_per_second"], d["render_ms_mean"] or 0, d["encode_ms_mean"]
 print(physics + render + encode)
@@ -86,12 +90,8 @@ print("baseline (in-process, %s episodes): physics %.3f ms/step (%.0f env steps/
 # not at all in others; this second ratio shows how much of the first is that.
 measure_busy_baseline() { # sets BUSY_BASELINE and prints it
   local copies i running=(); copies=$(nproc)
-  for i in $(seq "$copies"); do
-    "$BIN" env test metaworld/pick-place-v3 --policy zero --episodes 300 --max-steps "$STEPS" --no-images --json \
-      > "$WORK/busy-$i.out" & running+=($!)
-  done
+  for i in $(seq "$copies"); do env_test 300 --no-images > "$WORK/busy-$i.json" & running+=($!); done
   wait "${running[@]}"
-  for i in $(seq "$copies"); do tail -1 "$WORK/busy-$i.out" > "$WORK/busy-$i.json"; done
   BUSY_BASELINE=$(python3 -c 'import json,sys
 ds = [json.load(open(f)) for f in sys.argv[1:]]
 print(sum(1e3 / d["steps_per_second"] + d["encode_ms_mean"] for d in ds) / len(ds))' "$WORK"/busy-*.json)

@@ -600,12 +600,22 @@ mod tests {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+            let mut buf = Vec::new();
+            // Appends what the socket has to `buf`; false once the executor has gone.
+            let read_more = |s: &mut std::net::TcpStream, buf: &mut Vec<u8>| {
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => false,
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        true
+                    }
+                }
+            };
             loop {
                 let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    if !read_more(&mut s, &mut buf) {
+                        return;
                     }
                     continue;
                 };
@@ -615,9 +625,8 @@ mod tests {
                     .find_map(|l| l.strip_prefix("content-length:"))
                     .map_or(0, |v| v.trim().parse().unwrap());
                 while buf.len() < end + 4 + length {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    if !read_more(&mut s, &mut buf) {
+                        return;
                     }
                 }
                 buf.drain(..end + 4 + length);
