@@ -103,7 +103,21 @@ impl AsyncRead for StampedTcp {
             // arbiters' CPU per step. SAFETY: as in tokio's own `TcpStream::poll_read`, the slice is
             // only written, by the kernel, and only the `n` bytes it reports are marked filled.
             let dst = unsafe { &mut *(buf.unfilled_mut() as *mut [MaybeUninit<u8>] as *mut [u8]) };
-            match tcp.try_io(Interest::READABLE, || receive(tcp.as_raw_fd(), dst)) {
+            let room = dst.len();
+            // A read that leaves room in the buffer has drained the socket, so its readiness is
+            // cleared now (as tokio's own reads do) by reporting it to `try_io` as would-block:
+            // otherwise the next poll of this connection, right after the next request is sent,
+            // spends a `recvmsg` to learn that no reply is there yet.
+            let mut drained = None;
+            let read = tcp.try_io(Interest::READABLE, || {
+                let (n, stamp) = receive(tcp.as_raw_fd(), dst)?;
+                if n > 0 && n < room {
+                    drained = Some((n, stamp));
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok((n, stamp))
+            });
+            match drained.map_or(read, Ok) {
                 Ok((n, stamp)) => {
                     if n > 0 {
                         if let Some(t) = stamp {

@@ -593,8 +593,9 @@ mod tests {
     }
 
     /// A miner on its own thread (so that it answers while the test's arbiter is blocked), answering
-    /// every request on one kept-alive connection with a valid action after `delay`.
-    fn miner_on_a_thread(delay: Duration) -> String {
+    /// every request on one kept-alive connection with a valid action after `delay`, the reply
+    /// padded with a member of `pad` bytes.
+    fn miner_on_a_thread(delay: Duration, pad: usize) -> String {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -631,7 +632,7 @@ mod tests {
                 }
                 buf.drain(..end + 4 + length);
                 std::thread::sleep(delay);
-                let body = r#"{"action":{}}"#;
+                let body = format!(r#"{{"action":{{}},"pad":"{}"}}"#, "x".repeat(pad));
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
@@ -647,7 +648,7 @@ mod tests {
     #[actix_web::test]
     async fn a_reply_read_late_is_stamped_when_it_arrived() {
         let obs = || bytes::Bytes::from_static(br#"{"obs":{}}"#);
-        let endpoint = miner_on_a_thread(Duration::ZERO);
+        let endpoint = miner_on_a_thread(Duration::ZERO, 0);
         let client = MinerClient::new(true);
         let mut calls = MinerCalls::new(&client, &endpoint, "ep").unwrap();
         // The first call opens the connection; the next ones send at once on it.
@@ -670,9 +671,27 @@ mod tests {
     }
 
     #[actix_web::test]
+    async fn a_reply_larger_than_one_read_is_read_whole() {
+        let obs = || bytes::Bytes::from_static(br#"{"obs":{}}"#);
+        // 512 KiB replies, many times the codec's read buffer: while the arbiter is blocked the
+        // miner fills the socket, so the last reads find a full socket and no new data coming. A
+        // read that fills its buffer must not be taken for one that drained the socket.
+        let endpoint = miner_on_a_thread(Duration::ZERO, 512 * 1024);
+        let client = MinerClient::new(true);
+        let mut calls = MinerCalls::new(&client, &endpoint, "ep").unwrap();
+        calls.act(obs(), 2.0, 1 << 20, 0).await.unwrap();
+        for t in 1..4 {
+            let (result, ()) = tokio::join!(calls.act(obs(), 2.0, 1 << 20, t), async {
+                std::thread::sleep(Duration::from_millis(100))
+            });
+            result.unwrap_or_else(|e| panic!("step {t}: {e}"));
+        }
+    }
+
+    #[actix_web::test]
     async fn a_reply_that_arrived_late_is_a_timeout_even_if_read_before_the_timer() {
         let obs = || bytes::Bytes::from_static(br#"{"obs":{}}"#);
-        let endpoint = miner_on_a_thread(Duration::from_millis(250));
+        let endpoint = miner_on_a_thread(Duration::from_millis(250), 0);
         let client = MinerClient::new(true);
         let mut calls = MinerCalls::new(&client, &endpoint, "ep").unwrap();
         calls.act(obs(), 0.5, 1 << 20, 0).await.unwrap();
