@@ -119,10 +119,8 @@ impl AsyncRead for StampedTcp {
             });
             match drained.map_or(read, Ok) {
                 Ok((n, stamp)) => {
-                    if n > 0 {
-                        if let Some(t) = stamp {
-                            LAST_RECEIVED.set(Some(t));
-                        }
+                    if let (true, Some(t)) = (n > 0, stamp) {
+                        LAST_RECEIVED.set(Some(t));
                     }
                     // SAFETY: the kernel wrote these `n` bytes.
                     unsafe { buf.assume_init(n) };

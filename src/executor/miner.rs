@@ -508,6 +508,19 @@ mod tests {
         let _ = s.shutdown().await;
     }
 
+    /// The length of the first whole request in `buf` (its head and the body its Content-Length
+    /// announces), once all of it has arrived.
+    fn whole_request(buf: &[u8]) -> Option<usize> {
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+        let need = end + 4 + length;
+        (buf.len() >= need).then_some(need)
+    }
+
     /// A miner on loopback answering each request on a connection with a valid action, and closing
     /// the connection after its first answer when `close`; returns its endpoint and a count of the
     /// connections it has accepted.
@@ -522,25 +535,15 @@ mod tests {
                 actix_rt::spawn(async move {
                     let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
                     loop {
-                        // One request: its head, then the body its Content-Length announces.
-                        let mut need = usize::MAX;
-                        while buf.len() < need {
-                            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                                let length = head
-                                    .lines()
-                                    .find_map(|l| l.strip_prefix("content-length:"))
-                                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-                                need = end + 4 + length;
-                                if buf.len() >= need {
-                                    break;
-                                }
+                        let need = loop {
+                            if let Some(need) = whole_request(&buf) {
+                                break need;
                             }
                             match s.read(&mut chunk).await {
                                 Ok(0) | Err(_) => return,
                                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                             }
-                        }
+                        };
                         buf.drain(..need);
                         let body = r#"{"action":{}}"#;
                         let connection = if close { "close" } else { "keep-alive" };
@@ -601,36 +604,18 @@ mod tests {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let mut buf = Vec::new();
-            // Appends what the socket has to `buf`; false once the executor has gone.
-            let read_more = |s: &mut std::net::TcpStream, buf: &mut Vec<u8>| {
-                let mut chunk = [0u8; 4096];
-                match s.read(&mut chunk) {
-                    Ok(0) | Err(_) => false,
-                    Ok(n) => {
-                        buf.extend_from_slice(&chunk[..n]);
-                        true
-                    }
-                }
-            };
+            let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
             loop {
-                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    if !read_more(&mut s, &mut buf) {
-                        return;
+                let need = loop {
+                    if let Some(need) = whole_request(&buf) {
+                        break need;
                     }
-                    continue;
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
                 };
-                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                while buf.len() < end + 4 + length {
-                    if !read_more(&mut s, &mut buf) {
-                        return;
-                    }
-                }
-                buf.drain(..end + 4 + length);
+                buf.drain(..need);
                 std::thread::sleep(delay);
                 let body = format!(r#"{{"action":{{}},"pad":"{}"}}"#, "x".repeat(pad));
                 let reply = format!(
