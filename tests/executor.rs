@@ -447,7 +447,17 @@ async fn a_killed_executor_and_an_api_restart_lose_nothing() {
     }
     drop(api);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let _api = ApiProcess::start_on(&url, &[("KINITRO_API_API_KEY", KEY)], api_port);
+    // The API is killed while executor B may be fetching: a claim committed just before the kill
+    // reaches nobody, and only the stale reaper (every 30 s) returns it to the pool (executor.md 3.2).
+    // The default threshold of 300 s would outlast the wait below; no episode here runs for 60 s.
+    let _api = ApiProcess::start_on(
+        &url,
+        &[
+            ("KINITRO_API_API_KEY", KEY),
+            ("KINITRO_API_TASK_STALE_THRESHOLD_SECONDS", "60"),
+        ],
+        api_port,
+    );
     let rows = wait_terminal(&url, 240).await;
     for r in &rows {
         let v = result(r);
