@@ -11,12 +11,19 @@
 //! Why: the arbiters run below the episode workers' priority (see [`super::pool::ARBITER_NICE`]), so a
 //! reply may wait a time slice before the arbiter reads it. With the kernel's stamp that wait is the
 //! executor's, never charged to the miner's budget.
+//!
+//! Linux stamps incoming packets only while some socket in the system asks for stamps, and switches
+//! stamping on from a deferred work item: the first packets sent after the first such socket opens
+//! carry no stamp. Miner connections come and go (between cycles none may be open), so
+//! [`keep_stamps_on`] holds one asking socket for the process's life.
 
 use std::cell::Cell;
 use std::io;
 use std::mem::MaybeUninit;
+use std::net::{TcpListener, TcpStream as StdTcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,15 +78,68 @@ impl StampedTcp {
     }
 }
 
+/// Switches the kernel's receive stamps on for the rest of the process (module docs) and waits,
+/// once and at most [`STAMPS_ON_WITHIN`], until a loopback probe shows that packets are stamped.
+/// Returns whether they are; without stamps, round trips fall back to the time replies were read.
+pub fn keep_stamps_on() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        let on = switch_stamps_on().unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "no receive timestamps");
+            false
+        });
+        if !on {
+            tracing::warn!(
+                "the kernel does not stamp received packets: miner round trips include the \
+                 executor's delay in reading them"
+            );
+        }
+        on
+    })
+}
+
+/// How long [`keep_stamps_on`] waits for the kernel's deferred switch.
+const STAMPS_ON_WITHIN: Duration = Duration::from_secs(2);
+
+/// Holds the keeper socket, then probes until a byte sent on loopback arrives stamped.
+fn switch_stamps_on() -> io::Result<bool> {
+    let keeper = UdpSocket::bind("127.0.0.1:0")?;
+    setsockopt(&keeper, sockopt::ReceiveTimestampns, &true)?;
+    // The keeper lives as long as the process: the kernel counts the sockets asking for stamps.
+    std::mem::forget(keeper);
+    let (probe, mut peer) = stamped_loopback_pair()?;
+    let started = std::time::Instant::now();
+    loop {
+        std::io::Write::write_all(&mut peer, b"?")?;
+        // Blocking: the probe is a blocking socket, and the byte is on its way.
+        let (_, stamp) = receive(probe.as_raw_fd(), &mut [0; 1], MsgFlags::empty())?;
+        if stamp.is_some() {
+            return Ok(true);
+        }
+        if started.elapsed() > STAMPS_ON_WITHIN {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A blocking loopback TCP connection: the end that asks for receive stamps, and its peer.
+fn stamped_loopback_pair() -> io::Result<(StdTcpStream, StdTcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let stamped = StdTcpStream::connect(listener.local_addr()?)?;
+    setsockopt(&stamped, sockopt::ReceiveTimestampns, &true)?;
+    Ok((stamped, listener.accept()?.0))
+}
+
 /// Room for one `SCM_TIMESTAMPNS` control message, aligned as `cmsghdr` needs.
 #[repr(C, align(8))]
 struct ControlBuffer([u8; 64]);
 
 /// One `recvmsg` into `dst`: the bytes read and the receive time of the last segment they came from.
-fn receive(fd: RawFd, dst: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
+fn receive(fd: RawFd, dst: &mut [u8], flags: MsgFlags) -> io::Result<(usize, Option<SystemTime>)> {
     let mut control = ControlBuffer([0; 64]);
     let mut iov = [io::IoSliceMut::new(dst)];
-    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut control.0), MsgFlags::MSG_DONTWAIT)?;
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut control.0), flags)?;
     let stamp = msg.cmsgs()?.find_map(|c| match c {
         ControlMessageOwned::ScmTimestampns(ts) => {
             Some(UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32))
@@ -110,7 +170,7 @@ impl AsyncRead for StampedTcp {
             // spends a `recvmsg` to learn that no reply is there yet.
             let mut drained = None;
             let read = tcp.try_io(Interest::READABLE, || {
-                let (n, stamp) = receive(tcp.as_raw_fd(), dst)?;
+                let (n, stamp) = receive(tcp.as_raw_fd(), dst, MsgFlags::MSG_DONTWAIT)?;
                 if n > 0 && n < room {
                     drained = Some((n, stamp));
                     return Err(io::ErrorKind::WouldBlock.into());
@@ -198,5 +258,27 @@ where
             let (tcp, request) = connecting.await?.into_parts();
             Ok(Connection::new(request, StampedTcp::new(tcp)))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_reply_on_each_new_connection_is_stamped() {
+        assert!(keep_stamps_on());
+        // Each connection closes before the next opens, and the pause lets the kernel switch
+        // stamping off if nothing else asks for it: a reply sent the moment a connection opens
+        // is stamped all the same.
+        for i in 0..5 {
+            let (tcp, mut miner) = stamped_loopback_pair().unwrap();
+            std::io::Write::write_all(&mut miner, b"{}").unwrap();
+            let (n, stamp) = receive(tcp.as_raw_fd(), &mut [0; 2], MsgFlags::empty()).unwrap();
+            assert_eq!(n, 2);
+            assert!(stamp.is_some(), "connection {i}: no stamp");
+            drop((tcp, miner));
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -32,7 +32,7 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::arrival::{Arrival, StampingConnector};
+use super::arrival::{self, Arrival, StampingConnector};
 use crate::sim::action::Action;
 
 /// The `/reset` response cap.
@@ -87,6 +87,7 @@ impl MinerClient {
     }
 
     fn with_connector<S>(connector: awc::Connector<S>, allow_private: bool) -> Self {
+        arrival::keep_stamps_on();
         let resolver = if allow_private {
             actix_tls::connect::Resolver::default()
         } else {
