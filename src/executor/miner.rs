@@ -32,7 +32,7 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::arrival::{self, Arrival, StampingConnector};
+use super::arrival::{Arrival, StampingConnector};
 use crate::sim::action::Action;
 
 /// The `/reset` response cap.
@@ -87,7 +87,6 @@ impl MinerClient {
     }
 
     fn with_connector<S>(connector: awc::Connector<S>, allow_private: bool) -> Self {
-        arrival::keep_stamps_on();
         let resolver = if allow_private {
             actix_tls::connect::Resolver::default()
         } else {
@@ -633,6 +632,8 @@ mod tests {
 
     #[actix_web::test]
     async fn a_reply_read_late_is_stamped_when_it_arrived() {
+        // As the pools do before they start (the stamps would otherwise come late, see arrival).
+        assert!(crate::executor::arrival::keep_stamps_on());
         let obs = || bytes::Bytes::from_static(br#"{"obs":{}}"#);
         let endpoint = miner_on_a_thread(Duration::ZERO, 0);
         let client = MinerClient::new(true);

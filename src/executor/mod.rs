@@ -47,8 +47,11 @@ pub struct Pools {
 
 impl Pools {
     /// Starts `config.pools` pools of `config.episodes_per_pool` slots (must run inside an actix
-    /// system), recording the executor metrics into `metrics`.
+    /// system), recording the executor metrics into `metrics`. The first call in a process first
+    /// switches the kernel's receive stamps on ([`arrival::keep_stamps_on`]): a wait on the calling
+    /// thread, at start-up and before any arbiter runs, normally well under a millisecond.
     pub fn start(config: &ExecutorConfig, assets: PathBuf, metrics: Option<Arc<Metrics>>) -> Self {
+        arrival::keep_stamps_on();
         let options = ObsOptions {
             images: config.use_images,
             privileged_state: config.privileged_state,
