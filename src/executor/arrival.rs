@@ -83,18 +83,16 @@ impl StampedTcp {
 /// Returns whether they are; without stamps, round trips fall back to the time replies were read.
 pub fn keep_stamps_on() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        let on = switch_stamps_on().unwrap_or_else(|e| {
-            tracing::debug!(error = %e, "no receive timestamps");
-            false
-        });
-        if !on {
+    *ON.get_or_init(|| match switch_stamps_on() {
+        Ok(true) => true,
+        outcome => {
             tracing::warn!(
+                error = ?outcome.err(),
                 "the kernel does not stamp received packets: miner round trips include the \
                  executor's delay in reading them"
             );
+            false
         }
-        on
     })
 }
 
