@@ -1,7 +1,7 @@
 //! kinitro: the evaluation backend of a Bittensor subnet that rewards generalist robot policies.
 //!
 //! This crate is the application: the command line, configuration, and the adapters (PostgreSQL,
-//! HTTP API, …) around the core crate `kinitro-actors`. See ARCHITECTURE.md for the map.
+//! HTTP API, …) around the core crate `kinitro-actors`. See docs/architecture.md for the map.
 
 pub mod api;
 pub mod chain;

@@ -4,7 +4,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogLevel};
 
-/// Installs the global subscriber. `RUST_LOG`, when set, is the whole filter (config.md 1).
+/// Installs the global subscriber. `RUST_LOG`, when set, is the whole filter
+/// (docs/configuration.md §1).
 pub fn init(level: LogLevel, format: LogFormat) {
     let filter = std::env::var("RUST_LOG")
         .ok()

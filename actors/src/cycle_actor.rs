@@ -1,5 +1,5 @@
-//! The CycleActor: the cycle clock and the running cycle (scheduler.md 3), and the scheduler's
-//! heartbeat with its lock check (scheduler.md 1, database.md 2.7 and 7).
+//! The CycleActor: the cycle clock and the running cycle (docs/scheduler.md §3), and the
+//! scheduler's heartbeat with its lock check (docs/scheduler.md §1–2; docs/database.md §2.7, §7).
 //!
 //! One cycle at a time: Tick → RefreshMiners → create the cycle with its seeded tasks (one store
 //! transaction) → CycleEnqueued → (CycleFinished from the queue, or the cycle timeout) →
@@ -28,7 +28,7 @@ use crate::weights_actor::WeightsActor;
 pub const SHUTDOWN_ERROR: &str = "Cancelled on scheduler shutdown";
 /// The error of a cycle whose tasks did not finish in time.
 pub const TIMEOUT_ERROR: &str = "Cycle timed out waiting for tasks";
-/// The exit message when the lock connection is lost (database.md 7).
+/// The exit message when the lock connection is lost (docs/database.md §7).
 pub const LOCK_LOST: &str = "lost the scheduler lock (database connection dropped)";
 
 /// Why the CycleActor stopped.

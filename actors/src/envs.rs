@@ -1,4 +1,4 @@
-//! The environment registry (environments.md 1): ids in registry order, which is the default env
+//! The environment registry (docs/scheduler.md §6): ids in registry order, which is the default env
 //! order of a cycle.
 
 /// Every registered env id, in registry order.
@@ -90,8 +90,8 @@ mod tests {
     }
 }
 
-/// The cycle's env list (scheduler.md 6): explicit ids (deduplicated, all registered) win over
-/// families (registry order per family); otherwise every registered id.
+/// The cycle's env list (docs/scheduler.md §6): explicit ids (deduplicated, all registered) win
+/// over families (registry order per family); otherwise every registered id.
 pub fn resolve(ids: Option<&[String]>, families: Option<&[String]>) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     let mut push = |id: &str| {

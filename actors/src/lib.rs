@@ -1,7 +1,7 @@
 //! Core of kinitro: domain types, the environment registry, miner classification, task seeds,
 //! task-result rules, scoring, the ports the application implements and the scheduler's actors —
 //! plain data, pure functions and actix actors, with no database, HTTP, chain or simulator inside
-//! (ARCHITECTURE.md).
+//! (docs/architecture.md).
 
 pub mod cycle_actor;
 pub mod envs;

@@ -1,6 +1,6 @@
 //! In-memory implementations of the ports, for the actor tests: a [`MemoryStore`] that follows the
-//! task rules of database.md (claims, the submission decision of [`crate::tasks::decide`], stale
-//! reaping, cancellation) and a [`StaticMiners`] source whose answers the test sets.
+//! task rules of docs/database.md (claims, the submission decision of [`crate::tasks::decide`],
+//! stale reaping, cancellation) and a [`StaticMiners`] source whose answers the test sets.
 
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -1,4 +1,4 @@
-//! The typed messages between the actors (ARCHITECTURE.md, "The actors").
+//! The typed messages between the actors (docs/architecture.md §2).
 
 use actix::prelude::*;
 
@@ -34,7 +34,8 @@ pub struct MinerSnapshot {
     pub miners: Vec<ClassifiedMiner>,
 }
 
-/// MinerRegistryActor: read the registry (with the retries of scheduler.md 3, step 1) and classify it.
+/// MinerRegistryActor: read the registry (with the retries of docs/scheduler.md §3, step 1) and
+/// classify it.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<MinerSnapshot, String>")]
 pub struct RefreshMiners;

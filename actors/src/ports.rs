@@ -1,6 +1,6 @@
 //! The ports: what the actors need from the outside world, as small object-safe traits over plain
-//! data (ARCHITECTURE.md). The application implements them on PostgreSQL and the chain or a miners
-//! file; [`crate::memory`] implements them in memory for the actor tests.
+//! data (docs/architecture.md). The application implements them on PostgreSQL and the chain or a
+//! miners file; [`crate::memory`] implements them in memory for the actor tests.
 //!
 //! Every method takes `&self` and returns a boxed, non-`Send` future: an actor runs on one arbiter
 //! thread, holds its port as `Rc<dyn …>` and may have several calls in flight at once.
@@ -115,7 +115,7 @@ pub struct CycleRecord {
     pub frontier: Vec<u32>,
 }
 
-/// The scheduler's heartbeat row (database.md 2.7).
+/// The scheduler's heartbeat row (docs/database.md §2.7).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heartbeat {
     /// Last block read (`None` keeps the stored one).
@@ -175,7 +175,7 @@ pub struct QueuedTask {
     pub sim_seed: i64,
 }
 
-/// The outcome of one submitted result (database.md 4.4).
+/// The outcome of one submitted result (docs/database.md §4.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitOutcome {
     /// Applied as a terminal result.

@@ -1,4 +1,4 @@
-//! Miner registry entries and their classification (scheduler.md 4–5, chain.md 5–6): commitment
+//! Miner registry entries and their classification (docs/scheduler.md §4–5 and §10): commitment
 //! parsing, deployment-id validation (the endpoint-injection guard), endpoint derivation, and full-URL
 //! endpoints from the miners file.
 
@@ -62,7 +62,7 @@ pub struct ClassifiedMiner {
     pub revision: Option<String>,
 }
 
-/// A parsed miner commitment (chain.md 5.2).
+/// A parsed miner commitment (docs/scheduler.md §10.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Commitment {
     /// `<repo>:<revision>:<deployment_id>`.
@@ -124,7 +124,7 @@ pub fn parse_commitment(text: &str) -> Result<Commitment, String> {
     })
 }
 
-/// A deployment id accepted by scheduler.md 5.1 (a UUID or a DNS label), lowercased.
+/// A deployment id accepted by docs/scheduler.md §5.1 (a UUID or a DNS label), lowercased.
 pub fn valid_deployment_id(id: &str) -> Option<String> {
     let is_uuid = id.len() == 36
         && id.char_indices().all(|(i, c)| {
@@ -141,12 +141,13 @@ pub fn valid_deployment_id(id: &str) -> Option<String> {
     (is_uuid || is_label).then(|| id.to_ascii_lowercase())
 }
 
-/// The endpoint of a deployment (scheduler.md 5.2).
+/// The endpoint of a deployment (docs/scheduler.md §5.2).
 pub fn deployment_endpoint(deployment_id: &str) -> String {
     format!("https://{deployment_id}.deployments.basilica.ai")
 }
 
-/// Validates a full-URL endpoint of the miners file (scheduler.md 5.3); one trailing `/` is removed.
+/// Validates a full-URL endpoint of the miners file (docs/scheduler.md §5.3); one trailing `/` is
+/// removed.
 pub fn validate_endpoint_url(raw: &str) -> Result<String, String> {
     if raw.len() > 2048 {
         return Err("endpoint: too long".into());
@@ -171,7 +172,7 @@ pub fn validate_endpoint_url(raw: &str) -> Result<String, String> {
     Ok(text.strip_suffix('/').unwrap_or(text).to_string())
 }
 
-/// Whether the text is the operator's public-key commitment (chain.md 6).
+/// Whether the text is the operator's public-key commitment (docs/scheduler.md §10.2).
 pub fn is_operator_public_key(text: &str) -> bool {
     let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(text) else {
         return false;
@@ -184,8 +185,8 @@ pub fn is_operator_public_key(text: &str) -> bool {
 /// Decrypts an encrypted commitment's blob to a deployment id, or says why not.
 pub type Decryptor<'a> = &'a dyn Fn(&str) -> Result<String, String>;
 
-/// Classifies one entry (scheduler.md 5, first matching rule wins). `decrypt` is `None` when no
-/// backend private key is loaded.
+/// Classifies one entry (docs/scheduler.md §5, first matching rule wins). `decrypt` is `None` when
+/// no backend private key is loaded.
 pub fn classify(entry: MinerEntry, decrypt: Option<Decryptor<'_>>) -> ClassifiedMiner {
     use MinerStatus::*;
     let mut out = ClassifiedMiner {

@@ -1,5 +1,5 @@
 //! The MinerRegistryActor: reads the miner set from a [`MinerSource`] (with retries) and classifies it
-//! (scheduler.md 3, steps 1–2; chain.md).
+//! (docs/scheduler.md §3 steps 1–2, §4).
 
 use std::rc::Rc;
 use std::time::Duration;

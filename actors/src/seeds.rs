@@ -1,5 +1,6 @@
-//! Task seeds (scheduler.md 7): the public `seed` anyone can recompute from the task uuid, and the
-//! secret `sim_seed` that drives the simulation, an HMAC of the uuid under the operator's secret.
+//! Task seeds (docs/scheduler.md §7): the public `seed` anyone can recompute from the task uuid,
+//! and the secret `sim_seed` that drives the simulation, an HMAC of the uuid under the operator's
+//! secret.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};

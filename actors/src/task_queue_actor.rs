@@ -1,6 +1,6 @@
 //! The TaskQueueActor: claiming and leasing tasks for local pools (it never inserts them), stale
-//! reaping with the attempts cap, and completion counting of the cycles it watches (database.md 4–6,
-//! scheduler.md 3 step 5).
+//! reaping with the attempts cap, and completion counting of the cycles it watches
+//! (docs/database.md §4–6, docs/scheduler.md §3 step 4).
 //!
 //! Completion is counted per watched cycle (an indexed count of that cycle's open tasks), on every
 //! poll and right after each local report, so remote executors' results (written by the API, maybe

@@ -1,5 +1,5 @@
-//! Task results and the submission decision (database.md 4.2–4.4), as pure functions so that the
-//! API's handlers and the local task queue apply exactly the same rules.
+//! Task results and the submission decision (docs/database.md §4.2–4.4), as pure functions so that
+//! the API's handlers and the local task queue apply exactly the same rules.
 
 use serde_json::{json, Value};
 
@@ -8,7 +8,7 @@ use crate::scoring::aggregate::FailureKind;
 /// Longest `error` text stored (longer ones are truncated).
 pub const MAX_ERROR_CHARS: usize = 4096;
 
-/// One episode result as an executor reports it (api.md 4.10 `TaskResult`).
+/// One episode result as an executor reports it (docs/api.md §4.10 `TaskResult`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskResult {
     /// Task.
@@ -23,7 +23,7 @@ pub struct TaskResult {
     pub timesteps: u32,
     /// Error text.
     pub error: Option<String>,
-    /// Explicit blame, or `None` to derive it (database.md 4.3).
+    /// Explicit blame, or `None` to derive it (docs/database.md §4.3).
     pub failure_kind: Option<FailureKind>,
     /// Mean `/act` round trip, seconds.
     pub action_time_mean: Option<f64>,
@@ -36,7 +36,8 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
-    /// The explicit failure kind, else the one derived from `success` and `error` (database.md 4.3).
+    /// The explicit failure kind, else the one derived from `success` and `error`
+    /// (docs/database.md §4.3).
     pub fn effective_failure_kind(&self) -> Option<FailureKind> {
         if self.success {
             return None;
@@ -96,7 +97,7 @@ pub enum Decision {
     },
 }
 
-/// The submission decision of database.md 4.4 for an executor `executor` and an existing row.
+/// The submission decision of docs/database.md §4.4 for an executor `executor` and an existing row.
 pub fn decide(row: &TaskState, executor: &str, uuid: &str, r: &TaskResult) -> Decision {
     let not_assigned = || {
         Decision::Rejected(format!(
@@ -147,7 +148,7 @@ pub fn decide(row: &TaskState, executor: &str, uuid: &str, r: &TaskResult) -> De
     }
 }
 
-/// The `result` of a task given up after too many attempts (database.md 2.4).
+/// The `result` of a task given up after too many attempts (docs/database.md §2.4).
 pub fn max_attempts_result(last_error: &str) -> Value {
     json!({"success": false, "score": 0.0, "total_reward": 0.0, "timesteps": 0,
            "error": "max attempts exceeded", "failure_kind": "infrastructure", "last_error": last_error})

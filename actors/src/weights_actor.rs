@@ -1,5 +1,5 @@
-//! The WeightsActor: scores a finished cycle (scoring.md), stores scores, weights and frontier with the
-//! cycle's completion, and keeps the latest weights it stored.
+//! The WeightsActor: scores a finished cycle (docs/scoring.md), stores scores, weights and frontier
+//! with the cycle's completion, and keeps the latest weights it stored.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -45,7 +45,8 @@ impl Actor for WeightsActor {
     type Context = Context<Self>;
 }
 
-/// The rate matrix of scoring.md 2: one row per miner with a counted pair, env slots in list order.
+/// The rate matrix of docs/scoring.md §2: one row per miner with a counted pair, env slots in list
+/// order.
 fn rates(env_ids: &[String], stats: &[PairStats], miners: &[ClassifiedMiner]) -> Vec<MinerRates> {
     let commit_block: BTreeMap<u32, Option<u64>> = miners
         .iter()

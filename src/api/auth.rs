@@ -1,4 +1,4 @@
-//! Bearer authentication of the task endpoints (api.md 2).
+//! Bearer authentication of the task endpoints (docs/api.md §2).
 
 use actix_web::HttpRequest;
 use sha2::{Digest, Sha256};

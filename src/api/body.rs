@@ -1,5 +1,5 @@
-//! Reading a JSON request body in the order of api.md 1.1: content type → size → syntax, with the
-//! spec's messages; schema checks follow in the handlers through [`Fields`].
+//! Reading a JSON request body in the order of docs/api.md §1.1: content type → size → syntax, with
+//! the messages of docs/api.md §1.1; schema checks follow in the handlers through [`Fields`].
 
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
@@ -177,7 +177,7 @@ pub fn check_string(v: &Value, path: &str, min: usize, max: usize) -> Result<Str
     Ok(s.to_string())
 }
 
-/// Parses a path or query integer (0 … 2^63−1) with the spec's 422 message.
+/// Parses a path or query integer (0 … 2^63−1) with the 422 message of docs/api.md §1.1.
 pub fn non_negative(name: &str, raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
         ApiError::unprocessable(format!("{name}: '{raw}' is not a non-negative integer"))

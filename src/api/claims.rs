@@ -1,7 +1,7 @@
 //! Claim merging for `POST /v1/tasks/fetch`: concurrent fetches with the same filter are claimed
 //! together in one statement ([`tasks::claim_many`]), at most [`MAX_STATEMENTS`] statements at a
 //! time. Each request still gets its tasks only after the statement that claimed them committed
-//! (database.md 6.1), and SKIP LOCKED still keeps claimers apart; fewer, larger claims cost
+//! (docs/database.md §6.1), and SKIP LOCKED still keeps claimers apart; fewer, larger claims cost
 //! PostgreSQL less per task than many small concurrent ones (each concurrent claimer also has to
 //! step over the rows the others hold locked).
 

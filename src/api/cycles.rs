@@ -1,4 +1,4 @@
-//! The `EvaluationCycle` object (api.md 3.1) and the cycle look-ups several endpoints share.
+//! The `EvaluationCycle` object (docs/api.md §3.1) and the cycle look-ups several endpoints share.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -40,7 +40,7 @@ pub struct Cycle {
     pub pareto_frontier: Option<Value>,
 }
 
-/// The JSON shape of api.md 3.1.
+/// The JSON shape of docs/api.md §3.1.
 #[derive(Serialize)]
 pub struct CycleJson {
     id: i32,

@@ -1,4 +1,4 @@
-//! Error bodies: always `{"detail": "<message>"}` (api.md 1.1).
+//! Error bodies: always `{"detail": "<message>"}` (docs/api.md §1.1).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};

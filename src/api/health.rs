@@ -1,4 +1,4 @@
-//! `GET /health` (api.md 4.1): `SELECT 1` with a 2 s timeout.
+//! `GET /health` (docs/api.md §4.1): `SELECT 1` with a 2 s timeout.
 
 use std::time::Duration;
 

@@ -1,8 +1,9 @@
-//! `/metrics` (api.md 4.12): the OpenMetrics registry of this process, produced with prometheus-client.
+//! `/metrics` (docs/api.md §4.12): the OpenMetrics registry of this process, produced with
+//! prometheus-client.
 //!
-//! Every metric of the spec is registered at start-up, and every labelled counter or gauge whose
-//! label values are known in advance is created at 0, so all names appear on a fresh install. Values
-//! derived from the database are refreshed on scrape, at most every 10 s.
+//! Every metric of docs/api.md §4.12 is registered at start-up, and every labelled counter or gauge
+//! whose label values are known in advance is created at 0, so all names appear on a fresh install.
+//! Values derived from the database are refreshed on scrape, at most every 10 s.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -77,7 +78,7 @@ struct DbSeen {
     last_duration_cycle: i32,
 }
 
-/// Every metric of api.md 4.12.
+/// Every metric of docs/api.md §4.12.
 pub struct Metrics {
     registry: Registry,
     eval_cycles: Family<Labels, Counter>,

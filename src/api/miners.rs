@@ -1,4 +1,5 @@
-//! `GET /v1/miners` (api.md 4.7): the latest registry snapshot. Decrypted endpoints never leave.
+//! `GET /v1/miners` (docs/api.md §4.7): the latest registry snapshot. Decrypted endpoints never
+//! leave.
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};

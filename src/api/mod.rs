@@ -1,4 +1,4 @@
-//! The HTTP API (spec: api.md), served by `kinitro api` and by `kinitro run`: stateless apart from
+//! The HTTP API (docs/api.md), served by `kinitro api` and by `kinitro run`: stateless apart from
 //! per-process caches, so any number of instances can run behind a load balancer.
 
 pub mod auth;
@@ -29,7 +29,7 @@ use crate::config::api::ApiConfig;
 use crate::db::DbPool;
 use error::ApiError;
 
-/// How often the API re-queues stale tasks (database.md 5).
+/// How often the API re-queues stale tasks (docs/database.md §5).
 const REAPER_PERIOD: Duration = Duration::from_secs(30);
 
 /// Shared state of every worker: the pool, the keys and the per-process caches.
@@ -88,7 +88,7 @@ where
         .default_service(web::to(error::method_not_allowed))
 }
 
-/// Registers every route of api.md 4 (the literal `latest` routes before the numeric ones).
+/// Registers every route of docs/api.md §4 (the literal `latest` routes before the numeric ones).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(route("/health", web::get(), health::health))
         .service(route("/v1/status", web::get(), status::status))

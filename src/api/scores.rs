@@ -1,4 +1,4 @@
-//! `GET /v1/scores/latest` and `GET /v1/scores/{cycle_id}` (api.md 4.5, 4.6).
+//! `GET /v1/scores/latest` and `GET /v1/scores/{cycle_id}` (docs/api.md §4.5, §4.6).
 
 use std::collections::BTreeMap;
 
@@ -15,7 +15,7 @@ use super::weights::timestamp;
 use super::AppState;
 use crate::db::schema::miner_scores as ms;
 
-/// One `miner_scores` row (api.md 3.2), also its OpenAPI schema.
+/// One `miner_scores` row (docs/api.md §3.2), also its OpenAPI schema.
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = ms)]
 pub struct MinerScore {

@@ -1,4 +1,4 @@
-//! `GET /v1/status` (api.md 4.2) and `GET /v1/environments` (api.md 4.8).
+//! `GET /v1/status` (docs/api.md §4.2) and `GET /v1/environments` (docs/api.md §4.8).
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};

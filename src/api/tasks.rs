@@ -1,4 +1,4 @@
-//! `POST /v1/tasks/fetch`, `POST /v1/tasks/submit`, `GET /v1/tasks/stats` (api.md 4.9–4.11).
+//! `POST /v1/tasks/fetch`, `POST /v1/tasks/submit`, `GET /v1/tasks/stats` (docs/api.md §4.9–4.11).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

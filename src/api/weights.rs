@@ -1,4 +1,5 @@
-//! `GET /v1/weights/latest` and `GET /v1/weights/{block}` (api.md 4.3, 4.4): what validators poll.
+//! `GET /v1/weights/latest` and `GET /v1/weights/{block}` (docs/api.md §4.3, §4.4): what validators
+//! poll.
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -21,7 +22,7 @@ type WeightsRow = (
     Option<f64>,
 );
 
-/// RFC 3339, UTC, `Z`, microseconds (database.md 1).
+/// RFC 3339, UTC, `Z`, microseconds (docs/api.md §1).
 pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -74,7 +75,7 @@ fn body(row: WeightsRow) -> Value {
     })
 }
 
-/// How long one process serves the latest weights from memory (api.md 5).
+/// How long one process serves the latest weights from memory (docs/api.md §5).
 const LATEST_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The weights with the largest block (ties: largest id), cached per process for at most 5 s; a

@@ -1,4 +1,5 @@
-//! Base85 with the RFC 1924 alphabet (chain.md 7.5), the encoding of encrypted deployment ids.
+//! Base85 with the RFC 1924 alphabet (docs/scheduler.md §10.3), the encoding of encrypted
+//! deployment ids.
 
 /// Digits 0…84.
 pub const ALPHABET: &[u8; 85] =

@@ -1,6 +1,6 @@
-//! Reading the registry from the chain (chain.md 2–4): subxt's dynamic API over the legacy RPC
-//! backend, at the finalized block, with every operation under a timeout and the client rebuilt after
-//! any error.
+//! Reading the registry from the chain (docs/scheduler.md §4.1 and §9): subxt's dynamic API over
+//! the legacy RPC backend, at the finalized block, with every operation under a timeout and the
+//! client rebuilt after any error.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -111,7 +111,7 @@ impl ChainSource {
         .await
     }
 
-    /// The commitment text of one hotkey at the finalized block, if any (chain.md 6 readers).
+    /// The commitment text of one hotkey at the finalized block, if any (docs/scheduler.md §10.2).
     pub async fn commitment_of(&mut self, hotkey: &str) -> Result<Option<String>, String> {
         let account: AccountId32 = hotkey
             .parse()
@@ -142,7 +142,7 @@ impl ChainSource {
         .await
     }
 
-    /// The registry at the finalized block (chain.md 3.1).
+    /// The registry at the finalized block (docs/scheduler.md §4.1).
     pub async fn snapshot(&mut self) -> Result<Snapshot, String> {
         let client = self.client().await?;
         let netuid = self.netuid;

@@ -1,6 +1,7 @@
-//! Encrypted deployment ids (chain.md 7): X25519 with a fresh ephemeral key, the raw shared secret as
-//! the ChaCha20-Poly1305 key, the nonce from SHA-256 of the ephemeral public key, base85 text.
-//! Bit-compatible with the upstream Python implementation (see the committed test vector).
+//! Encrypted deployment ids (docs/scheduler.md §10.3): X25519 with a fresh ephemeral key, the raw
+//! shared secret as the ChaCha20-Poly1305 key, the nonce from SHA-256 of the ephemeral public key,
+//! base85 text. Bit-compatible with the upstream Python implementation (see the committed test
+//! vector).
 
 use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
@@ -80,8 +81,8 @@ pub fn encrypt_with_ephemeral(
     Ok(base85::encode(&package))
 }
 
-/// Decrypts a blob with the backend private key to the lowercase dashed UUID (chain.md 7.3), or one
-/// of the messages of chain.md 7.4.
+/// Decrypts a blob with the backend private key to the lowercase dashed UUID
+/// (docs/scheduler.md §10.3), or one of the messages of docs/scheduler.md §10.4.
 pub fn decrypt_deployment_id(backend_private: &[u8; 32], blob: &str) -> Result<String, String> {
     let package = base85::decode(blob)?;
     if package.len() != PACKAGE_LEN {

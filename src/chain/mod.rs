@@ -1,5 +1,6 @@
-//! The chain side (spec: chain.md): commitment crypto now; the subxt client (`MinerSource` over the
-//! chain) is not in this build yet.
+//! The chain side (docs/scheduler.md §9–10): the subxt client that reads the registry at the
+//! finalized block ([`client`], which the scheduler wraps as its `MinerSource`), the raw-SCALE
+//! decoder of commitment registrations, and the commitment crypto with its base85 encoding.
 
 pub mod base85;
 pub mod client;

@@ -1,5 +1,5 @@
-//! The raw-SCALE decoder of `Commitments.CommitmentOf` values (chain.md 3): the cross-check of the
-//! metadata-driven decoding and its fallback.
+//! The raw-SCALE decoder of `Commitments.CommitmentOf` values (docs/scheduler.md §9.2): the
+//! cross-check of the metadata-driven decoding and its fallback.
 
 /// What the registry needs from a `Registration`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub fn decode(bytes: &[u8]) -> Result<Registration, String> {
     Ok(Registration { block, commitment })
 }
 
-/// The endpoint of a network name or URL (chain.md 1).
+/// The endpoint of a network name or URL (docs/scheduler.md §9.1).
 pub fn network_url(network: &str) -> Result<String, String> {
     Ok(match network {
         "finney" => "wss://entrypoint-finney.opentensor.ai:443".into(),

@@ -1,4 +1,4 @@
-//! `kinitro api`: the HTTP API only (config.md 3.1, api.md 5).
+//! `kinitro api`: the HTTP API only (docs/configuration.md §3.1, docs/api.md §5).
 
 use clap::Args;
 
@@ -36,7 +36,7 @@ pub fn log_auth_mode(config: &ApiConfig) {
     }
 }
 
-/// Start-up: configuration check, migrations, bind, serve (api.md 5).
+/// Start-up: configuration check, migrations, bind, serve (docs/api.md §5).
 pub fn execute(args: ApiArgs, level: Option<LogLevel>, format: Option<LogFormat>) -> CommandResult {
     let env = Env::from_process(&["KINITRO_API_"]);
     let url = resolve_database_url(args.database_url, &env, Some(DEFAULT_DATABASE_URL))?;

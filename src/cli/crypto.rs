@@ -1,4 +1,5 @@
-//! `kinitro crypto …` (chain.md 10): backend keys, encrypted deployment ids and commitment strings.
+//! `kinitro crypto …` (docs/configuration.md §3.8): backend keys, encrypted deployment ids and
+//! commitment strings.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -1,4 +1,4 @@
-//! `kinitro db create | init | status | reset | drop` (config.md 3.5).
+//! `kinitro db create | init | status | reset | drop` (docs/configuration.md §3.5).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! `kinitro executor`: the remote executor (executor.md 3).
+//! `kinitro executor`: the remote executor (docs/executor.md §3).
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! `kinitro healthcheck [--url URL]` (config.md 3.10): for container HEALTHCHECKs.
+//! `kinitro healthcheck [--url URL]` (docs/configuration.md §3.10): for container HEALTHCHECKs.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! `kinitro miner serve`: the reference policy server (miner-protocol.md 8).
+//! `kinitro miner serve`: the reference policy server (docs/miner-protocol.md §8).
 
 use clap::Subcommand;
 

@@ -1,4 +1,4 @@
-//! The command line (clap): one module per command group (config.md 3).
+//! The command line (clap): one module per command group (docs/configuration.md §3).
 //!
 //! Exit status: 0 success, 1 runtime or start-up failure, 2 usage error.
 

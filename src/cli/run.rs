@@ -1,8 +1,9 @@
-//! `kinitro run`: everything in one process (config.md 3.4).
+//! `kinitro run`: everything in one process (docs/configuration.md §3.4).
 //!
-//! The API, the scheduler (miners file or chain) and the local executor (executor.md 4) on the given
-//! database or on the managed local PostgreSQL. `--demo` also starts three reference miners on
-//! loopback (uid 0 expert, 1 random, 2 zero), writes the miners file naming them, and evaluates them.
+//! The API, the scheduler (miners file or chain) and the local executor (docs/executor.md §4) on
+//! the given database or on the managed local PostgreSQL. `--demo` also starts three reference
+//! miners on loopback (uid 0 expert, 1 random, 2 zero), writes the miners file naming them, and
+//! evaluates them.
 
 use clap::Args;
 
@@ -126,7 +127,7 @@ async fn serve(
     let applied = db::prepare(url).await?;
     tracing::info!(applied, target = %url.target(), "database ready");
     let pool = db::pool(url, config.api.db_pool_size)?;
-    // One registry for every part of the process (api.md 4.12).
+    // One registry for every part of the process (docs/api.md §4.12).
     let metrics = std::sync::Arc::new(api::metrics::Metrics::new());
     let state = AppState::new(&config.api, pool.clone(), metrics.clone());
     let cache = state.weights_cache.clone();

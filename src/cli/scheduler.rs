@@ -1,4 +1,5 @@
-//! `kinitro scheduler` (config.md 3.2, scheduler.md): the cycle loop against PostgreSQL.
+//! `kinitro scheduler` (docs/configuration.md §3.2, docs/scheduler.md): the cycle loop against
+//! PostgreSQL.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! `kinitro scoring compute | demo` (scoring.md 10): no database, chain or network.
+//! `kinitro scoring compute | demo` (docs/scoring.md §10): no database, chain or network.
 
 use std::io::Read;
 

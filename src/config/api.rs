@@ -1,4 +1,4 @@
-//! `kinitro api` settings (config.md 2.2, prefix `KINITRO_API_`).
+//! `kinitro api` settings (docs/configuration.md §2.2, prefix `KINITRO_API_`).
 
 use clap::Args;
 
@@ -43,7 +43,7 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     /// Merges flags, the environment and defaults; the database URL is resolved by the caller
-    /// (config.md 1.1 differs between `kinitro api` and `kinitro run`).
+    /// (docs/configuration.md §1.1 differs between `kinitro api` and `kinitro run`).
     pub fn resolve(
         flags: &ApiFlags,
         database_url: Option<DatabaseUrl>,
@@ -96,7 +96,7 @@ impl ApiConfig {
         })
     }
 
-    /// The API refuses to start without a key unless authentication is disabled (api.md 2).
+    /// The API refuses to start without a key unless authentication is disabled (docs/api.md §2).
     pub fn check_auth(&self) -> Result<(), ConfigError> {
         if self.auth_disabled || !self.api_keys.is_empty() {
             Ok(())

@@ -1,10 +1,10 @@
-//! `kinitro miner serve` settings (config.md 2.6, prefix `KINITRO_MINER_`).
+//! `kinitro miner serve` settings (docs/configuration.md §2.6, prefix `KINITRO_MINER_`).
 
 use clap::{Args, ValueEnum};
 
 use super::{ConfigError, Env, SettingValue};
 
-/// Reference policies (miner-protocol.md 8).
+/// Reference policies (docs/miner-protocol.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PolicyKind {
     /// Uniform random actions from a seeded generator.

@@ -1,4 +1,4 @@
-//! Configuration of every service (spec: config.md).
+//! Configuration of every service (docs/configuration.md).
 //!
 //! Precedence: a flag given on the command line > environment variable > default. Flags are clap
 //! options without defaults (`Option<T>`), the environment is read through [`Env`] (envy), and each
@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 pub use source::{record_variables, ConfigError, Env, List, Seconds, SettingValue, StringMap};
 
-/// Default database URL of `api`, `scheduler` and `db` (config.md 1.1).
+/// Default database URL of `api`, `scheduler` and `db` (docs/configuration.md §1.1).
 pub const DEFAULT_DATABASE_URL: &str = "postgresql://postgres:postgres@localhost:5432/kinitro";
 
 /// A validated PostgreSQL URL, normalised to the `postgresql://` scheme.
@@ -113,7 +113,7 @@ pub fn generic_env() -> Env {
     Env::from_process(&["KINITRO_"])
 }
 
-/// Log verbosity (config.md 1: trace, debug, info, warning/warn, error; any case).
+/// Log verbosity (docs/configuration.md §1: trace, debug, info, warning/warn, error; any case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     /// Everything.
@@ -182,8 +182,8 @@ impl SettingValue for LogFormat {
     }
 }
 
-/// The MetaWorld assets directory (config.md 2.1): `KINITRO_METAWORLD_ASSETS_DIR` made absolute, else
-/// `<default data dir>/metaworld/assets` (`--data-dir` does not move it).
+/// The MetaWorld assets directory (docs/configuration.md §2.1): `KINITRO_METAWORLD_ASSETS_DIR` made
+/// absolute, else `<default data dir>/metaworld/assets` (`--data-dir` does not move it).
 pub fn metaworld_assets_dir() -> Result<PathBuf, ConfigError> {
     let dir = generic_env()
         .get::<PathBuf>("METAWORLD_ASSETS_DIR")?
@@ -281,8 +281,8 @@ pub fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Default data directory of `kinitro run` (config.md 2.5): `/var/lib/kinitro` as root, else
-/// `$XDG_DATA_HOME/kinitro`.
+/// Default data directory of `kinitro run` (docs/configuration.md §2.5): `/var/lib/kinitro` as
+/// root, else `$XDG_DATA_HOME/kinitro`.
 pub fn default_data_dir() -> PathBuf {
     if running_as_root() {
         PathBuf::from("/var/lib/kinitro")

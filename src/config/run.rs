@@ -1,5 +1,5 @@
-//! `kinitro run` settings (config.md 2.5 and 1.2): the three services' settings read with the
-//! `KINITRO_RUN_` prefix first, plus the managed database and the demo switch.
+//! `kinitro run` settings (docs/configuration.md §2.5 and §1.2): the three services' settings read
+//! with the `KINITRO_RUN_` prefix first, plus the managed database and the demo switch.
 
 use std::path::PathBuf;
 
@@ -101,9 +101,9 @@ impl RunConfig {
         Ok(config)
     }
 
-    /// `--demo` (scheduler.md, issue 7): short cycles of 2 episodes on the first three envs, no
-    /// images, the privileged state for the expert, loopback miners allowed, and no API key needed
-    /// when none is configured — each only where the operator did not set it.
+    /// `--demo` (docs/configuration.md §3.4): short cycles of 2 episodes on the first three envs,
+    /// no images, the privileged state for the expert, loopback miners allowed, and no API key
+    /// needed when none is configured — each only where the operator did not set it.
     fn apply_demo_defaults(&mut self, flags: &RunFlags) -> Result<(), ConfigError> {
         let scheduler_env = Env::from_process(&["KINITRO_RUN_", "KINITRO_SCHEDULER_"]);
         let executor_env = Env::from_process(&["KINITRO_RUN_", "KINITRO_EXECUTOR_"]);

@@ -1,4 +1,4 @@
-//! `kinitro scheduler` settings (config.md 2.3, prefix `KINITRO_SCHEDULER_`).
+//! `kinitro scheduler` settings (docs/configuration.md §2.3, prefix `KINITRO_SCHEDULER_`).
 
 use std::path::PathBuf;
 

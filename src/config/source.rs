@@ -1,5 +1,5 @@
 //! Reading prefixed environment variables (envy) and parsing their values with the error messages
-//! of config.md 1: `invalid value for KINITRO_API_PORT: 'abc' (expected an integer)`.
+//! of docs/configuration.md §1: `invalid value for KINITRO_API_PORT: 'abc' (expected an integer)`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -118,7 +118,7 @@ impl Seconds {
     }
 }
 
-/// Parses the boolean forms of config.md 1 (case-insensitive).
+/// Parses the boolean forms of docs/configuration.md §1 (case-insensitive).
 pub fn parse_bool(raw: &str) -> Option<bool> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Some(true),

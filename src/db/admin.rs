@@ -1,4 +1,4 @@
-//! `kinitro db create | reset | drop`: database administration (config.md 3.5).
+//! `kinitro db create | reset | drop`: database administration (docs/configuration.md §3.5).
 
 use diesel::sql_types::{Bool, Text};
 use diesel::QueryableByName;
@@ -8,7 +8,7 @@ use super::connect::{connect, connect_with, DbError};
 use super::migrate;
 use crate::config::DatabaseUrl;
 
-/// The project's tables, children first (database.md 2), and diesel's bookkeeping table.
+/// The project's tables, children first (docs/database.md §2), and diesel's bookkeeping table.
 pub const PROJECT_TABLES: [&str; 8] = [
     "scheduler_secret",
     "scheduler_state",

@@ -12,7 +12,7 @@ use thiserror::Error;
 
 use crate::config::DatabaseUrl;
 
-/// How long a connection attempt and a pool checkout may take (database.md 1).
+/// How long a connection attempt and a pool checkout may take (docs/database.md §1).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The deadpool of diesel-async connections every service uses.

@@ -1,6 +1,6 @@
-//! What the scheduler writes (database.md 3, 4.1, 6.3, 6.4, 7): cycle creation with its registry
-//! snapshot and tasks in one transaction, failure with task cancellation, completion with scores and
-//! weights, the restart cleanup, the heartbeat and the seed secret.
+//! What the scheduler writes (docs/database.md §3, §4.1, §6.3, §6.4, §7): cycle creation with its
+//! registry snapshot and tasks in one transaction, failure with task cancellation, completion with
+//! scores and weights, the restart cleanup, the heartbeat and the seed secret.
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text};
@@ -200,8 +200,8 @@ pub async fn fail_cycle(
     Ok(cancelled)
 }
 
-/// The restart cleanup (database.md 7): every running or pending cycle fails, its unfinished tasks
-/// are cancelled. Returns (cycles, tasks).
+/// The restart cleanup (docs/database.md §7): every running or pending cycle fails, its unfinished
+/// tasks are cancelled. Returns (cycles, tasks).
 pub async fn restart_cleanup(conn: &mut AsyncPgConnection) -> Result<(usize, usize), DbError> {
     let counts = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -235,7 +235,7 @@ struct ResultRow {
     result: Option<Value>,
 }
 
-/// The counted-or-excluded outcomes of a cycle's finished tasks (scoring.md 2, steps 1–3).
+/// The counted-or-excluded outcomes of a cycle's finished tasks (docs/scoring.md §2, steps 1–3).
 pub async fn outcomes(
     conn: &mut AsyncPgConnection,
     cycle_id: i32,
@@ -372,7 +372,7 @@ pub async fn write_heartbeat(conn: &mut AsyncPgConnection, h: &Heartbeat) -> Res
     Ok(())
 }
 
-/// The stored seed secret, created with 32 random bytes on first use (database.md 2.8).
+/// The stored seed secret, created with 32 random bytes on first use (docs/database.md §2.8).
 pub async fn seed_secret(conn: &mut AsyncPgConnection) -> Result<Vec<u8>, DbError> {
     diesel::sql_query(
         "INSERT INTO scheduler_secret (id, seed_secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",

@@ -1,5 +1,5 @@
-//! The scheduler singleton (database.md 7): an advisory lock held by a dedicated connection for the
-//! whole process lifetime, checked at every heartbeat.
+//! The scheduler singleton (docs/database.md §7): an advisory lock held by a dedicated connection
+//! for the whole process lifetime, checked at every heartbeat.
 
 use diesel::sql_types::{BigInt, Bool};
 use diesel::QueryableByName;

@@ -1,5 +1,5 @@
-//! The managed local PostgreSQL of `kinitro run` without a database URL (database.md 8), also used
-//! by the test harness to start throwaway servers.
+//! The managed local PostgreSQL of `kinitro run` without a database URL (docs/database.md §8), also
+//! used by the test harness to start throwaway servers.
 //!
 //! The server listens on a Unix socket inside its data directory (plus, optionally, one loopback TCP
 //! port), every login uses a generated password, and it runs as the `postgres` system user when this

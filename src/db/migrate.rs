@@ -1,5 +1,5 @@
 //! Embedded migrations, applied under an advisory lock so that processes starting together do not
-//! race (database.md 1).
+//! race (docs/database.md §1).
 
 use diesel::RunQueryDsl;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;

@@ -1,5 +1,5 @@
 //! PostgreSQL: schema, connections and pool, embedded migrations, administration, and the managed
-//! local cluster (spec: database.md).
+//! local cluster (docs/database.md).
 
 pub mod admin;
 pub mod connect;

@@ -1,4 +1,5 @@
-//! diesel table definitions of database.md 2 (kept in step with migrations/ by the schema test).
+//! diesel table definitions of docs/database.md §2 (kept in step with migrations/ by the schema
+//! test).
 
 diesel::table! {
     evaluation_cycles (id) {

@@ -1,4 +1,4 @@
-//! `kinitro db status`: a summary of what the database holds (config.md 3.5).
+//! `kinitro db status`: a summary of what the database holds (docs/configuration.md §3.5).
 
 use std::fmt;
 

@@ -1,6 +1,6 @@
 //! The task queue on PostgreSQL: claiming with `FOR UPDATE SKIP LOCKED`, submissions, stale reaping
-//! and progress counts (database.md 4.2, 4.4, 5, 6). Used by the API handlers; the local task queue of
-//! `kinitro run` uses the same functions.
+//! and progress counts (docs/database.md §4.2, §4.4, §5, §6). Used by the API handlers; the local
+//! task queue of `kinitro run` uses the same functions.
 
 use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
@@ -13,7 +13,7 @@ use kinitro_actors::tasks::{decide, max_attempts_result, Decision, TaskResult, T
 
 use super::connect::DbError;
 
-/// A claimed task as handed to an executor (api.md 3.3); also its OpenAPI schema.
+/// A claimed task as handed to an executor (docs/api.md §3.3); also its OpenAPI schema.
 #[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
 pub struct ClaimedTask {
     /// Row id (FIFO order; not part of the API body).
@@ -81,9 +81,9 @@ const CLAIMED_COLUMNS: &str = "task_pool.id, task_pool.task_uuid, task_pool.cycl
     task_pool.env_id, task_pool.seed, task_pool.sim_seed, task_pool.status, task_pool.created_at, \
     task_pool.attempts";
 
-/// The claim statement of database.md 6.1 with only the filters in use. Unlike `sql_query`, it is
-/// safe to cache as a prepared statement (keyed by its SQL text), so each filter variant is parsed and
-/// planned once per connection instead of on every claim.
+/// The claim statement of docs/database.md §6.1 with only the filters in use. Unlike `sql_query`,
+/// it is safe to cache as a prepared statement (keyed by its SQL text), so each filter variant is
+/// parsed and planned once per connection instead of on every claim.
 struct ClaimQuery<'a> {
     executor: &'a str,
     batch_size: i64,
@@ -100,7 +100,7 @@ impl Query for ClaimQuery<'_> {
     type SqlType = Untyped;
 }
 
-/// Writes the `picked` CTE of database.md 6.1: pending tasks of running cycles, optionally
+/// Writes the `picked` CTE of docs/database.md §6.1: pending tasks of running cycles, optionally
 /// filtered, in id order via `idx_task_pool_pending`, `limit` of them, locked with SKIP LOCKED.
 fn push_picked<'b>(
     out: &mut AstPass<'_, 'b, Pg>,
@@ -285,7 +285,8 @@ struct StateRow {
 
 pub use kinitro_actors::ports::SubmitOutcome;
 
-/// Applies one result in its own transaction (database.md 4.4); a database error rejects only it.
+/// Applies one result in its own transaction (docs/database.md §4.4); a database error rejects only
+/// it.
 pub async fn submit_one(
     conn: &mut AsyncPgConnection,
     executor: &str,

@@ -1,4 +1,4 @@
-//! Reference policies (miner-protocol.md 8).
+//! Reference policies (docs/miner-protocol.md §8).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +21,7 @@ pub struct Policy {
     rng: ChaCha8Rng,
 }
 
-/// The action JSON of miner-protocol.md 4 for a twist and a gripper command.
+/// The action JSON of docs/miner-protocol.md §4 for a twist and a gripper command.
 pub fn action(ee_twist: [f64; 6], gripper: f64) -> Value {
     json!({"continuous": {"ee_twist": ee_twist, "gripper": [gripper]}, "discrete": {}, "extra": {}})
 }

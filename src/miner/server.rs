@@ -1,5 +1,5 @@
-//! `kinitro miner serve` (miner-protocol.md 8): `POST /reset`, `POST /act`, `GET /health` over
-//! actix-web, for local demos, tests and executor benchmarks.
+//! `kinitro miner serve` (docs/miner-protocol.md §8): `POST /reset`, `POST /act`, `GET /health`
+//! over actix-web, for local demos, tests and executor benchmarks.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,4 +1,4 @@
-//! The miners-file source (scheduler.md 4.2): TOML or JSON by extension, re-read every cycle.
+//! The miners-file source (docs/scheduler.md §4.2): TOML or JSON by extension, re-read every cycle.
 
 use std::collections::HashSet;
 use std::path::Path;

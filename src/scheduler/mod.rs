@@ -1,4 +1,4 @@
-//! The scheduler (spec: scheduler.md): reads the miner set, creates one task per (miner, env,
+//! The scheduler (docs/scheduler.md): reads the miner set, creates one task per (miner, env,
 //! episode), waits for executors, scores the results and stores the weights — one cycle after another.
 //!
 //! Start-up (validation, the advisory lock, the restart cleanup, the seed secret) happens here; the
@@ -35,7 +35,7 @@ use crate::db::store::PgStore;
 use crate::db::{cycles, DbPool};
 use sources::{ChainMiners, FileSource};
 
-/// Pauses between registry read attempts (scheduler.md 3, step 1).
+/// Pauses between registry read attempts (docs/scheduler.md §3, step 1).
 const REGISTRY_RETRIES: [u64; 3] = [2, 5, 10];
 /// Pause between commit attempts of a local result while the database is unreachable.
 const COMMIT_RETRY: Duration = Duration::from_secs(1);
@@ -89,8 +89,8 @@ fn load_private_key(config: &SchedulerConfig) -> Result<Option<[u8; 32]>, String
 }
 
 impl Scheduler {
-    /// Start-up (scheduler.md 1): validate, resolve the env list, take the lock, clean up, load the
-    /// secret. Migrations must already be applied. Every error here is fatal.
+    /// Start-up (docs/scheduler.md §1): validate, resolve the env list, take the lock, clean up,
+    /// load the secret. Migrations must already be applied. Every error here is fatal.
     pub async fn prepare(config: SchedulerConfig, pool: DbPool) -> Result<Self, String> {
         if config.eval_interval_seconds < 1 {
             return Err("eval_interval_seconds must be at least 1".into());

@@ -26,7 +26,7 @@ impl MinerSource for FileSource {
         })
     }
 
-    /// The clock part of the synthetic block (scheduler.md 2).
+    /// The clock part of the synthetic block (docs/scheduler.md §2, §4.4).
     fn current_block(&self) -> PortFuture<'_, Result<Option<i64>, String>> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -1,8 +1,8 @@
-//! Aggregation of finished episodes into success rates per (miner, env) (scoring.md 2).
+//! Aggregation of finished episodes into success rates per (miner, env) (docs/scoring.md §2).
 
 use std::collections::BTreeMap;
 
-/// Who is to blame for an episode that ended in an error (database.md 4.3).
+/// Who is to blame for an episode that ended in an error (docs/database.md §4.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureKind {

@@ -1,4 +1,4 @@
-//! Generated success rates for `kinitro scoring demo` (scoring.md 10.3).
+//! Generated success rates for `kinitro scoring demo` (docs/scoring.md §10.3).
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -1,5 +1,5 @@
-//! The JSON document of `kinitro scoring compute` (scoring.md 10): strict parsing with errors that
-//! name the offending field, and the output document.
+//! The JSON document of `kinitro scoring compute` (docs/scoring.md §10): strict parsing with errors
+//! that name the offending field, and the output document.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -207,7 +207,7 @@ fn strip_position(msg: &str) -> &str {
     msg.rfind(" at line ").map_or(msg, |i| &msg[..i])
 }
 
-/// Shapes a scoring outcome as the output document of scoring.md 10.2.
+/// Shapes a scoring outcome as the output document of docs/scoring.md §10.2.
 pub fn report(envs: &[String], outcome: &ScoringOutcome) -> ScoringReport {
     ScoringReport {
         points: outcome

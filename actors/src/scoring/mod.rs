@@ -1,4 +1,4 @@
-//! Scoring: from episode results to weights (spec: scoring.md).
+//! Scoring: from episode results to weights (docs/scoring.md).
 //!
 //! Pure functions over plain data. The pipeline is
 //! `aggregate` → success rates `S` → ε-Pareto frontier (informational) and first-commit
@@ -19,13 +19,13 @@ pub mod weights;
 
 use thiserror::Error;
 
-/// Commit block used for a miner whose commit block is unknown (scoring.md 8): "very late".
+/// Commit block used for a miner whose commit block is unknown (docs/scoring.md §8): "very late".
 pub const UNKNOWN_BLOCK: u64 = 1 << 32;
 
 /// The most environments the exact subset enumeration supports (2^16 − 1 subsets).
 pub const MAX_ENVS: usize = 16;
 
-/// Parameters of one scoring run (defaults: scoring.md 10.1).
+/// Parameters of one scoring run (defaults: docs/scoring.md §10.1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScoringParams {
     /// Episodes per (miner, env): `n` of the thresholds and of ε.
@@ -79,7 +79,7 @@ pub struct SubsetWinner {
     pub winner: Option<u32>,
 }
 
-/// Stored u16 weights: parallel arrays sorted by ascending uid (scoring.md 7.2).
+/// Stored u16 weights: parallel arrays sorted by ascending uid (docs/scoring.md §7.2).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct U16Weights {
     /// Uids, ascending.
@@ -126,7 +126,7 @@ pub enum ScoringError {
     },
 }
 
-/// Runs sections 3–7 of scoring.md on success rates over `env_count` environments.
+/// Runs sections 3–7 of docs/scoring.md on success rates over `env_count` environments.
 pub fn score(
     env_count: usize,
     miners: &[MinerRates],

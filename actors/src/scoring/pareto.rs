@@ -1,4 +1,5 @@
-//! ε-Pareto frontier (scoring.md 3). Stored and returned for display; never feeds the weights.
+//! ε-Pareto frontier (docs/scoring.md §3). Stored and returned for display; never feeds the
+//! weights.
 
 use super::MinerRates;
 

@@ -5,7 +5,7 @@ use super::subsets::{mask_positions, subsets_in_order};
 use super::thresholds::ABSENT_THRESHOLD;
 use super::MinerRates;
 
-/// Winner (index into `miners`) of one subset, decided exactly as scoring.md 5 words it.
+/// Winner (index into `miners`) of one subset, decided exactly as docs/scoring.md §5 words it.
 pub fn subset_winner(
     miners: &[MinerRates],
     thresholds: &[Vec<Option<f64>>],
@@ -48,7 +48,7 @@ pub fn subset_winner(
     None
 }
 
-/// Winners of every subset in the spec's order, each decided by [`subset_winner`].
+/// Winners of every subset in the order of docs/scoring.md §6, each decided by [`subset_winner`].
 pub fn subset_winners(
     env_count: usize,
     miners: &[MinerRates],

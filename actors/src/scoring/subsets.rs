@@ -1,10 +1,12 @@
-//! Subset winners with first-commit priority (scoring.md 5) and linear points (scoring.md 6).
+//! Subset winners with first-commit priority (docs/scoring.md §5) and linear points
+//! (docs/scoring.md §6).
 //!
 //! The upstream formulation compares every pair of miners for every subset: O(2^E · M² · E). This
 //! module decides all subsets at once with the same comparisons, reorganised:
 //!
-//! * `beat(x, y)` is the bit mask of envs where `S[x][e] > T'[y][e]` (the spec's comparison, with
-//!   absent scores as 0.0 and absent thresholds as 0.02). "x beats y on Σ" ⇔ Σ ⊆ `beat(x, y)`.
+//! * `beat(x, y)` is the bit mask of envs where `S[x][e] > T'[y][e]` (the comparison of
+//!   docs/scoring.md §5, with absent scores as 0.0 and absent thresholds as 0.02). "x beats y on Σ"
+//!   ⇔ Σ ⊆ `beat(x, y)`.
 //! * Candidate `c` (in `(block, uid)` order) survives Σ ⇔
 //!   (A) `c` beats every miner with a strictly smaller block on Σ — Σ ⊆ `reach(c)`, the AND of those
 //!   masks; and (B) no other miner with a block ≥ `c`'s beats `c` on Σ — Σ is not below any
@@ -23,8 +25,9 @@ pub fn mask_positions(mask: u32) -> Vec<usize> {
     (0..32).filter(|b| mask & (1 << b) != 0).collect()
 }
 
-/// Every non-empty subset of `env_count` envs as a bit mask, in the spec's order: size ascending,
-/// then lexicographic by env position (the order of Python's `itertools.combinations`).
+/// Every non-empty subset of `env_count` envs as a bit mask, in the order of docs/scoring.md §6:
+/// size ascending, then lexicographic by env position (the order of Python's
+/// `itertools.combinations`).
 pub fn subsets_in_order(env_count: usize) -> Vec<u32> {
     let mut out = Vec::with_capacity((1usize << env_count).saturating_sub(1));
     for k in 1..=env_count {
@@ -220,7 +223,7 @@ fn decide_all(
     }
 }
 
-/// Linear points: each subset's winner earns the subset's size (scoring.md 6).
+/// Linear points: each subset's winner earns the subset's size (docs/scoring.md §6).
 pub fn linear_points(miners: &[MinerRates], winners: &[(u32, Option<usize>)]) -> Vec<f64> {
     let mut points = vec![0.0; miners.len()];
     for &(mask, winner) in winners {

@@ -1,4 +1,4 @@
-//! First-commit thresholds (scoring.md 4).
+//! First-commit thresholds (docs/scoring.md §4).
 
 use super::{MinerRates, ScoringParams};
 

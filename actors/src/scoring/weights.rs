@@ -1,4 +1,4 @@
-//! Points → softmax weights → u16 pairs (scoring.md 7).
+//! Points → softmax weights → u16 pairs (docs/scoring.md §7).
 
 use super::{ScoringError, U16Weights};
 
