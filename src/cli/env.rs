@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::{CommandResult, Failure};
 use crate::config::miner::PolicyKind;
+use crate::container::image::{self, BuildRequest, Family};
 use crate::executor::worker::encode_observation;
 use crate::miner::policy::Policy;
 use crate::sim::action::Action;
@@ -25,23 +26,39 @@ pub enum EnvCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check the assets of an environment family (MetaWorld runs in-process)
+    /// Check a family's scenes, then build its container image (no registry needed)
     Build {
-        /// Family, e.g. metaworld
+        /// Family: metaworld, or all
         family: String,
+        /// Image tag [default kinitro/<family>:v1]
+        #[arg(long)]
+        tag: Option<String>,
+        /// Build without the engine's layer cache
+        #[arg(long)]
+        no_cache: bool,
+        /// Push the image after building it
+        #[arg(long)]
+        push: bool,
+        /// Registry to push to (the image is tagged <registry>/<tag> first)
+        #[arg(long)]
+        registry: Option<String>,
+        /// Only the scene checks; no Docker engine needed
+        #[arg(long)]
+        check_only: bool,
         /// MetaWorld scene files
         #[arg(long)]
         assets_dir: Option<PathBuf>,
         /// Skip the rendering check
         #[arg(long)]
         no_render: bool,
-        /// Accepted and ignored (no container image is built)
+        /// The kinitro binary to put in the image [default: this one]
         #[arg(long)]
-        tag: Option<String>,
-        /// Needs the docker evaluation mode (not in this build)
-        #[arg(long)]
-        push: bool,
+        binary: Option<PathBuf>,
     },
+    /// Serve the environment protocol (affinetes function_based) — what an environment container runs
+    Serve(crate::config::env_serve::EnvServeFlags),
+    /// Probe this container's environment server (exit 0 on HTTP 200 within 3 s)
+    Healthcheck,
     /// Run episodes of one environment with a reference policy
     Test {
         /// Environment id, e.g. metaworld/pick-place-v3
@@ -74,25 +91,68 @@ pub enum EnvCommand {
 }
 
 /// Runs one `kinitro env` command.
-pub fn env(cmd: EnvCommand) -> CommandResult {
+pub fn env(
+    cmd: EnvCommand,
+    level: Option<crate::config::LogLevel>,
+    format: Option<crate::config::LogFormat>,
+) -> CommandResult {
     match cmd {
         EnvCommand::List { json } => list(json),
-        EnvCommand::Build { push: true, .. } => Err(Failure::usage(
-            "building container images needs the docker evaluation mode, which is not in this build",
-        )),
-        EnvCommand::Build { family, .. } if family != "metaworld" => {
-            Err(Failure::usage(format!("family '{family}' is not available in this build")))
-        }
-        EnvCommand::Build { assets_dir, no_render, tag, .. } => {
-            if let Some(tag) = tag {
-                tracing::info!(%tag, "--tag ignored: MetaWorld runs in-process in this build (no container image)");
-                eprintln!("--tag {tag} ignored: MetaWorld runs in-process in this build (no container image)");
-            }
+        EnvCommand::Build {
+            family, tag, no_cache, push, registry, check_only, assets_dir, no_render, binary,
+        } => {
+            let families = match family.as_str() {
+                "metaworld" => vec![Family::Metaworld],
+                "all" => {
+                    eprintln!("note: the verifier image is not in this build; building metaworld");
+                    vec![Family::Metaworld]
+                }
+                "genesis" | "procthor" | "verifier" => {
+                    return Err(Failure::usage(format!("family '{family}' has no image in this build")))
+                }
+                other => return Err(Failure::usage(format!("unknown family '{other}' (expected metaworld or all)"))),
+            };
             let dir = match assets_dir {
                 Some(d) => std::path::absolute(&d).unwrap_or(d),
                 None => crate::config::metaworld_assets_dir()?,
             };
-            build(&dir, !no_render)
+            build(&dir, !no_render)?;
+            if check_only {
+                return Ok(());
+            }
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe()
+                    .map_err(|e| Failure::runtime(format!("cannot find this binary: {e}")))?,
+            };
+            for family in families {
+                let request = BuildRequest {
+                    family,
+                    tag: tag.clone().unwrap_or_else(|| family.default_tag()),
+                    no_cache,
+                    binary: binary.clone(),
+                    assets: dir.clone(),
+                };
+                build_image(&request, push, registry.as_deref())?;
+            }
+            Ok(())
+        }
+        EnvCommand::Serve(flags) => {
+            super::init_logging(level, format, Some(&crate::config::Env::from_process(&["KINITRO_ENV_"])))?;
+            let config = crate::config::env_serve::EnvServeConfig::resolve(
+                &flags,
+                &crate::config::Env::from_process(&["KINITRO_ENV_"]),
+                &crate::config::Env::from_process(&["KINITRO_EXECUTOR_"]),
+            )?;
+            actix_web::rt::System::new()
+                .block_on(crate::env_server::serve(config))
+                .map_err(Failure::runtime)
+        }
+        EnvCommand::Healthcheck => {
+            let port = crate::config::env_serve::affinetes_port()?;
+            super::healthcheck::execute(super::healthcheck::HealthcheckArgs {
+                url: format!("http://127.0.0.1:{port}/health"),
+            })
         }
         EnvCommand::Test {
             env_id, episodes, seed, max_steps, policy, no_images, record_dir, save_images, json,
@@ -148,6 +208,36 @@ fn list(json: bool) -> CommandResult {
         println!("assets directory: {}", assets.display());
     }
     Ok(())
+}
+
+/// Builds (and pushes) one image on the local engine (`DOCKER_HOST`), printing its size and the
+/// time the build took.
+fn build_image(request: &BuildRequest, push: bool, registry: Option<&str>) -> CommandResult {
+    let runtime = super::tokio_runtime()?;
+    runtime.block_on(async {
+        let engine = crate::container::connect("localhost", 3600)
+            .await
+            .map_err(Failure::runtime)?;
+        let started = Instant::now();
+        eprintln!("building {} on {}", request.tag, engine.uri);
+        let built = image::build(&engine, request, |line| eprintln!("  {line}"))
+            .await
+            .map_err(Failure::runtime)?;
+        println!(
+            "built {} ({}): {:.1} MB in {:.1} s",
+            request.tag,
+            built.id,
+            built.size as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+        if push || registry.is_some() {
+            let pushed = image::push(&engine, &request.tag, registry)
+                .await
+                .map_err(Failure::runtime)?;
+            println!("pushed {pushed}");
+        }
+        Ok(())
+    })
 }
 
 /// `env build metaworld`: compile every scene, apply the edits, reset, step and render each env.

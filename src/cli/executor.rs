@@ -7,7 +7,8 @@ use clap::Args;
 use super::{init_logging, CommandResult, Failure};
 use crate::config::executor::{EvalMode, ExecutorConfig, ExecutorFlags};
 use crate::config::{Env, LogFormat, LogLevel};
-use crate::executor::{self, Pools};
+use crate::executor::docker::DockerEvaluator;
+use crate::executor::{self, Evaluator, Pools};
 
 /// `kinitro executor` options.
 #[derive(Debug, Args)]
@@ -42,20 +43,22 @@ pub fn execute(
 ) -> CommandResult {
     let env = Env::from_process(&["KINITRO_EXECUTOR_"]);
     let config = ExecutorConfig::resolve(&args.flags, &env)?;
-    if config.eval_mode == EvalMode::Docker {
-        return Err(Failure::runtime(
-            "eval mode 'docker' is not available in this build",
-        ));
-    }
     init_logging(level, format, Some(&env))?;
-    let assets = check_simulation(&config)?;
+    let docker = config.eval_mode == EvalMode::Docker;
+    // The docker mode checks scenes and rendering inside its containers.
+    let assets = if docker { None } else { Some(check_simulation(&config)?) };
     actix_web::rt::System::new().block_on(async move {
         let metrics = Arc::new(crate::api::metrics::Metrics::new());
         if let Some(addr) = &config.metrics_addr {
             super::scheduler::serve_metrics(addr, metrics.clone())?;
         }
-        let pools = Arc::new(Pools::start(&config, assets, Some(metrics)));
-        tracing::info!(event = "executor_started", id = %config.executor_id, mode = "remote", pools = config.pools,
+        let pools = Arc::new(match assets {
+            Some(assets) => Evaluator::InProcess(Pools::start(&config, assets, Some(metrics))),
+            None => Evaluator::Docker(
+                DockerEvaluator::start(&config).await.map_err(Failure::runtime)?,
+            ),
+        });
+        tracing::info!(event = "executor_started", id = %config.executor_id, mode = "remote", eval_mode = ?config.eval_mode, pools = config.pools,
             slots = pools.slots(), env_ids = ?executor::served_tasks(&config).iter().map(|t| t.env_id()).collect::<Vec<_>>(),
             shard_index = config.shard_index, shard_count = config.shard_count, api = %config.api_url, "executor started");
         executor::remote::run(config, pools, super::scheduler::shutdown_signal()).await.map_err(Failure::runtime)

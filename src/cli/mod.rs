@@ -54,7 +54,7 @@ pub enum Command {
     Run(run::RunArgs),
     /// Database administration
     Db(db::DbArgs),
-    /// Environments: list, build, test
+    /// Environments: list, build (container image), serve, test
     #[command(subcommand)]
     Env(env::EnvCommand),
     /// Reference miner
@@ -149,7 +149,7 @@ pub fn main() -> ExitCode {
         Command::Healthcheck(args) => healthcheck::execute(args),
         Command::Scheduler(args) => scheduler::execute(args, cli.log_level, cli.log_format),
         Command::Executor(args) => executor::execute(args, cli.log_level, cli.log_format),
-        Command::Env(cmd) => env::env(cmd),
+        Command::Env(cmd) => env::env(cmd, cli.log_level, cli.log_format),
         Command::Miner(cmd) => miner::miner(cmd, cli.log_level, cli.log_format),
         Command::Crypto(cmd) => crypto::execute(cmd),
     };

@@ -16,7 +16,8 @@ use crate::config::run::{RunConfig, RunFlags};
 use crate::config::{Env, LogFormat, LogLevel};
 use crate::db::{self, managed};
 use crate::executor::local::LocalQueue;
-use crate::executor::Pools;
+use crate::executor::docker::DockerEvaluator;
+use crate::executor::{Evaluator, Pools};
 
 /// `kinitro run` options.
 #[derive(Debug, Args)]
@@ -32,7 +33,8 @@ pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>
     config.api.check_auth()?;
     init_logging(level, format, Some(&Env::from_process(&["KINITRO_RUN_"])))?;
     super::api::log_auth_mode(&config.api);
-    let assets = if config.executor.pools > 0 {
+    let docker = config.executor.eval_mode == crate::config::executor::EvalMode::Docker;
+    let assets = if config.executor.pools > 0 && !docker {
         Some(super::executor::check_simulation(&config.executor)?)
     } else {
         None
@@ -139,14 +141,26 @@ async fn serve(
     let (queue, work_available) = (scheduler.queue.clone(), scheduler.work_available.clone());
     let scheduler = actix_web::rt::spawn(scheduler.wait(super::scheduler::shutdown_signal()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let local = assets.map(|assets| {
+    let executor_id = format!("local-{}", hex::encode(rand::random::<[u8; 4]>()));
+    let evaluator = match assets {
+        Some(assets) => Some(Evaluator::InProcess(Pools::start(
+            &config.executor,
+            assets,
+            Some(metrics.clone()),
+        ))),
+        None if config.executor.pools > 0 => {
+            let mut executor = config.executor.clone();
+            executor.executor_id = executor_id.clone();
+            Some(Evaluator::Docker(
+                DockerEvaluator::start(&executor).await.map_err(Failure::runtime)?,
+            ))
+        }
+        None => None,
+    };
+    let local = evaluator.map(|evaluator| {
         let queue = LocalQueue {
-            executor_id: format!("local-{}", hex::encode(rand::random::<[u8; 4]>())),
-            pools: Arc::new(Pools::start(
-                &config.executor,
-                assets,
-                Some(metrics.clone()),
-            )),
+            executor_id,
+            pools: Arc::new(evaluator),
             queue,
             work_available,
             filter: kinitro_actors::ports::TaskFilter {

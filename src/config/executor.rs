@@ -7,13 +7,33 @@ use clap::Args;
 
 use super::{parse_list_flag, xdg_dir, ConfigError, Env, List, Seconds, SettingValue, StringMap};
 
-/// How episodes are run (executor.md 1).
+/// How episodes are run (docs/containers.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EvalMode {
-    /// In-process MuJoCo (this build).
+    /// In-process MuJoCo.
     Native,
-    /// Containers (later phase; refused at start-up).
+    /// In environment containers on the Docker hosts of `KINITRO_EXECUTOR_EVAL_HOSTS`.
     Docker,
+}
+
+/// How evaluation containers reach miners (docs/containers.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalNetwork {
+    /// The user-defined bridge `kinitro-eval`; miners are reached through the host's NAT.
+    Bridge,
+    /// The host's network (miners on the host's loopback, as in demos and tests).
+    Host,
+}
+
+impl SettingValue for EvalNetwork {
+    const EXPECTED: &'static str = "bridge or host";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "bridge" => Some(Self::Bridge),
+            "host" => Some(Self::Host),
+            _ => None,
+        }
+    }
 }
 
 impl SettingValue for EvalMode {
@@ -56,18 +76,21 @@ pub struct ExecutorFlags {
     /// Pause after a short fetch, seconds [env: KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS, default 5]
     #[arg(long, value_parser = super::parse_seconds_flag)]
     pub poll_interval: Option<f64>,
-    /// Docker phase: one image for all families [env: KINITRO_EXECUTOR_EVAL_IMAGE]
+    /// Docker mode: one image for every family, overriding the map [env: KINITRO_EXECUTOR_EVAL_IMAGE]
     #[arg(long)]
     pub eval_image: Option<String>,
-    /// Docker phase: family → image, JSON [env: KINITRO_EXECUTOR_EVAL_IMAGES]
+    /// Docker mode: family → image, JSON [env: KINITRO_EXECUTOR_EVAL_IMAGES]
     #[arg(long, value_parser = parse_images_flag)]
     pub eval_images: Option<BTreeMap<String, String>>,
-    /// native (this build) or docker (later phase) [env: KINITRO_EXECUTOR_EVAL_MODE, default native]
+    /// native or docker [env: KINITRO_EXECUTOR_EVAL_MODE, default native]
     #[arg(long, value_enum)]
     pub eval_mode: Option<EvalMode>,
-    /// Docker phase: GPU for evaluation containers [env: KINITRO_EXECUTOR_EVAL_GPU]
+    /// Docker mode: GPUs for evaluation containers [env: KINITRO_EXECUTOR_EVAL_GPU]
     #[arg(long)]
     pub eval_gpu: bool,
+    /// Docker mode: refuse images of another kinitro version [env: KINITRO_EXECUTOR_STRICT_IMAGE_VERSION]
+    #[arg(long)]
+    pub strict_image_version: bool,
     /// Env ids served [env: KINITRO_EXECUTOR_ENV_IDS, default all registered]
     #[arg(long, value_parser = parse_list_flag)]
     pub env_ids: Option<List>,
@@ -140,16 +163,30 @@ pub struct ExecutorConfig {
     pub shutdown_grace: Seconds,
     /// `host:port` of a standalone `/metrics`.
     pub metrics_addr: Option<String>,
-    /// Docker phase: one image.
-    pub eval_image: String,
-    /// Docker phase: family → image.
+    /// Docker mode: one image for every family, only when set explicitly.
+    pub eval_image: Option<String>,
+    /// Docker mode: family → image.
     pub eval_images: BTreeMap<String, String>,
-    /// Docker phase: memory limit.
+    /// Docker mode: memory limit per container.
     pub eval_mem_limit: String,
-    /// Docker phase: hosts.
+    /// Docker mode: CPUs per container (`None`: all).
+    pub eval_cpus: Option<f64>,
+    /// Docker mode: engine addresses.
     pub eval_hosts: Vec<String>,
-    /// Docker phase: GPU.
+    /// Docker mode: GPUs.
     pub eval_gpu: bool,
+    /// Docker mode: pools per container (`None`: its CPU limit, else the host's CPUs).
+    pub eval_pools: Option<usize>,
+    /// Docker mode: episodes per pool inside a container.
+    pub eval_episodes_per_pool: u32,
+    /// Docker mode: containers per family and host.
+    pub eval_replicas: u32,
+    /// Docker mode: container networking.
+    pub eval_network: EvalNetwork,
+    /// Docker mode: time for a container to become healthy.
+    pub eval_start_timeout: Seconds,
+    /// Docker mode: refuse an image of another version instead of warning.
+    pub strict_image_version: bool,
     /// Later phase: verification switch (logged as ignored).
     pub verification_enabled: bool,
     /// Later phase.
@@ -269,10 +306,8 @@ impl ExecutorConfig {
             shutdown_grace: env.get("SHUTDOWN_GRACE_SECONDS")?.unwrap_or(Seconds(30.0)),
             metrics_addr: env.get("METRICS_ADDR")?,
             eval_image: match &flags.eval_image {
-                Some(i) => i.clone(),
-                None => env
-                    .get("EVAL_IMAGE")?
-                    .unwrap_or_else(|| "kinitro/eval-env:v1".into()),
+                Some(i) => Some(i.clone()),
+                None => env.get("EVAL_IMAGE")?,
             },
             eval_images: match &flags.eval_images {
                 Some(m) => m.clone(),
@@ -287,6 +322,18 @@ impl ExecutorConfig {
                     }),
             },
             eval_mem_limit: mem_limit.unwrap_or_else(|| "8g".into()),
+            eval_cpus: env.get_checked("EVAL_CPUS", |v: &f64| *v > 0.0, "a positive number")?,
+            eval_pools: env.get_checked("EVAL_POOLS", |v: &usize| *v >= 1, "a positive integer")?,
+            eval_episodes_per_pool: env
+                .get_checked("EVAL_EPISODES_PER_POOL", |v: &u32| *v >= 1, "a positive integer")?
+                .unwrap_or(8),
+            eval_replicas: env
+                .get_checked("EVAL_REPLICAS", |v: &u32| *v >= 1, "a positive integer")?
+                .unwrap_or(1),
+            eval_network: env.get("EVAL_NETWORK")?.unwrap_or(EvalNetwork::Bridge),
+            eval_start_timeout: positive_seconds(env, "EVAL_START_TIMEOUT", 120.0)?,
+            strict_image_version: flags.strict_image_version
+                || env.get("STRICT_IMAGE_VERSION")?.unwrap_or(false),
             eval_hosts: env
                 .get::<List>("EVAL_HOSTS")?
                 .map_or_else(|| vec!["localhost".into()], |l| l.0),

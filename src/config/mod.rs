@@ -6,6 +6,7 @@
 //! (exit 2); an invalid variable is a [`ConfigError`] naming it (exit 1).
 
 pub mod api;
+pub mod env_serve;
 pub mod executor;
 pub mod miner;
 pub mod run;
@@ -232,6 +233,11 @@ pub fn known_variables() -> std::collections::BTreeSet<String> {
         );
         let _ = executor::ExecutorConfig::resolve(
             &executor::ExecutorFlags::default(),
+            &Env::from_process(&["KINITRO_EXECUTOR_"]),
+        );
+        let _ = env_serve::EnvServeConfig::resolve(
+            &env_serve::EnvServeFlags::default(),
+            &Env::from_process(&["KINITRO_ENV_"]),
             &Env::from_process(&["KINITRO_EXECUTOR_"]),
         );
         let _ = miner::MinerConfig::resolve(

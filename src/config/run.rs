@@ -34,6 +34,9 @@ pub struct RunFlags {
     /// Start local reference miners (expert, random, zero) and evaluate them
     #[arg(long)]
     pub demo: bool,
+    /// native (in-process) or docker (environment containers) [env: KINITRO_EXECUTOR_EVAL_MODE, default native]
+    #[arg(long, value_enum)]
+    pub eval_mode: Option<super::executor::EvalMode>,
 }
 
 /// Resolved settings of the all-in-one process.
@@ -74,6 +77,7 @@ impl RunConfig {
         )?;
         let executor_flags = ExecutorFlags {
             pools: flags.pools.clone(),
+            eval_mode: flags.eval_mode,
             ..Default::default()
         };
         let executor = ExecutorConfig::resolve(
@@ -132,6 +136,10 @@ impl RunConfig {
         }
         self.executor.privileged_state = true;
         self.executor.allow_private_endpoints = true;
+        // The demo miners listen on the host's loopback: containers must share its network.
+        if unset(&executor_env, "EVAL_NETWORK")? {
+            self.executor.eval_network = super::executor::EvalNetwork::Host;
+        }
         if self.api.api_keys.is_empty() {
             self.api.auth_disabled = true;
         }

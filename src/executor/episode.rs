@@ -32,6 +32,10 @@ pub struct EpisodeTask {
     pub seed: i64,
     /// Secret simulation seed.
     pub sim_seed: u64,
+    /// Limits of this episode instead of the pool's (an environment server's `evaluate` call sets
+    /// them from its arguments).
+    #[serde(skip)]
+    pub limits: Option<Limits>,
 }
 
 /// The per-episode limits (executor.md 5.1).

@@ -14,7 +14,7 @@ use kinitro_actors::tasks::TaskResult;
 use tokio::sync::{watch, Notify};
 
 use super::episode::EpisodeTask;
-use super::Pools;
+use super::Evaluator;
 
 /// Pause after a failed claim.
 const RETRY: Duration = Duration::from_secs(1);
@@ -24,7 +24,7 @@ pub struct LocalQueue {
     /// The executor id the claims are made under.
     pub executor_id: String,
     /// Pools running the episodes.
-    pub pools: Arc<Pools>,
+    pub pools: Arc<Evaluator>,
     /// The scheduler's task queue.
     pub queue: Addr<TaskQueueActor>,
     /// Woken when a cycle's tasks are enqueued.
@@ -83,6 +83,7 @@ impl LocalQueue {
             while running.join_next().await.is_some() {}
         })
         .await;
+        this.pools.shutdown().await;
     }
 
     async fn claim(&self, free: usize) -> Result<Vec<EpisodeTask>, String> {
@@ -106,6 +107,7 @@ impl LocalQueue {
                 env_id: t.env_id,
                 seed: i64::from(t.seed),
                 sim_seed: t.sim_seed as u64,
+                limits: None,
             })
             .collect())
     }

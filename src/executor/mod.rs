@@ -7,6 +7,7 @@
 //! Task sources and result sinks live in [`remote`] (`kinitro executor`) and [`local`] (`kinitro run`).
 
 pub mod arrival;
+pub mod docker;
 pub mod episode;
 pub mod guard;
 pub mod local;
@@ -170,6 +171,65 @@ impl Drop for Pools {
     fn drop(&mut self) {
         for p in &self.pools {
             p.arbiter.stop();
+        }
+    }
+}
+
+/// What runs an executor's episodes: its own pools, or environment containers (docs/containers.md
+/// §3). The task sources (remote and local) see only this.
+pub enum Evaluator {
+    /// In-process pools.
+    InProcess(Pools),
+    /// Environment containers on Docker hosts.
+    Docker(docker::DockerEvaluator),
+}
+
+impl Evaluator {
+    /// Total slots.
+    pub fn slots(&self) -> usize {
+        match self {
+            Evaluator::InProcess(p) => p.slots(),
+            Evaluator::Docker(d) => d.slots(),
+        }
+    }
+
+    /// Slots free for another episode.
+    pub fn free_slots(&self) -> usize {
+        match self {
+            Evaluator::InProcess(p) => p.free_slots(),
+            Evaluator::Docker(d) => d.free_slots(),
+        }
+    }
+
+    /// Episodes running.
+    pub fn in_flight(&self) -> usize {
+        match self {
+            Evaluator::InProcess(p) => p.in_flight(),
+            Evaluator::Docker(d) => d.in_flight(),
+        }
+    }
+
+    /// Ends every running episode as `Executor shutting down`.
+    pub fn stop_episodes(&self) {
+        match self {
+            Evaluator::InProcess(p) => p.stop_episodes(),
+            Evaluator::Docker(d) => d.stop_episodes(),
+        }
+    }
+
+    /// Runs one episode; resolves to its result.
+    pub fn run(&self, task: EpisodeTask) -> futures_util::future::BoxFuture<'static, TaskResult> {
+        use futures_util::FutureExt;
+        match self {
+            Evaluator::InProcess(p) => p.run(task).boxed(),
+            Evaluator::Docker(d) => d.run(task),
+        }
+    }
+
+    /// Releases what the evaluator holds outside this process (the docker mode's containers).
+    pub async fn shutdown(&self) {
+        if let Evaluator::Docker(d) = self {
+            d.shutdown().await;
         }
     }
 }

@@ -83,7 +83,7 @@ impl Handler<RunTask> for ExecutorPool {
             let cx = episode::Context {
                 client: &client,
                 worker: &parts.worker,
-                limits: &parts.limits,
+                limits: task.limits.as_ref().unwrap_or(&parts.limits),
                 stop: &parts.stop,
                 metrics: parts.metrics.as_deref(),
             };

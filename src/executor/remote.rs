@@ -16,7 +16,7 @@ use sha2::Digest;
 use tokio::sync::watch;
 
 use super::episode::EpisodeTask;
-use super::Pools;
+use super::Evaluator;
 use crate::config::executor::ExecutorConfig;
 
 /// Results per submission.
@@ -227,7 +227,7 @@ fn backoff(attempt: u32) -> Duration {
 /// Runs the executor until `shutdown` resolves (SIGINT/SIGTERM), then drains (executor.md 3.5).
 pub async fn run(
     config: ExecutorConfig,
-    pools: Arc<Pools>,
+    pools: Arc<Evaluator>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     let outbox = Arc::new(Mutex::new(Outbox::open(
@@ -263,6 +263,7 @@ pub async fn run(
     // Let the finished episodes' results reach the outbox, then flush it for up to 30 s.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = tokio::time::timeout(Duration::from_secs(30), submitter).await;
+    pools.shutdown().await;
     let mut o = outbox.lock().unwrap();
     o.rewrite()?;
     if !o.entries.is_empty() {
@@ -277,7 +278,7 @@ pub async fn run(
 async fn fetch_loop(
     config: &ExecutorConfig,
     api: std::rc::Rc<Api>,
-    pools: Arc<Pools>,
+    pools: Arc<Evaluator>,
     outbox: Arc<Mutex<Outbox>>,
     stop: watch::Receiver<bool>,
 ) {
