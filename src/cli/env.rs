@@ -99,7 +99,15 @@ pub fn env(
     match cmd {
         EnvCommand::List { json } => list(json),
         EnvCommand::Build {
-            family, tag, no_cache, push, registry, check_only, assets_dir, no_render, binary,
+            family,
+            tag,
+            no_cache,
+            push,
+            registry,
+            check_only,
+            assets_dir,
+            no_render,
+            binary,
         } => {
             let families = match family.as_str() {
                 "metaworld" => vec![Family::Metaworld],
@@ -108,9 +116,15 @@ pub fn env(
                     vec![Family::Metaworld]
                 }
                 "genesis" | "procthor" | "verifier" => {
-                    return Err(Failure::usage(format!("family '{family}' has no image in this build")))
+                    return Err(Failure::usage(format!(
+                        "family '{family}' has no image in this build"
+                    )))
                 }
-                other => return Err(Failure::usage(format!("unknown family '{other}' (expected metaworld or all)"))),
+                other => {
+                    return Err(Failure::usage(format!(
+                        "unknown family '{other}' (expected metaworld or all)"
+                    )))
+                }
             };
             let dir = match assets_dir {
                 Some(d) => std::path::absolute(&d).unwrap_or(d),
@@ -138,7 +152,11 @@ pub fn env(
             Ok(())
         }
         EnvCommand::Serve(flags) => {
-            super::init_logging(level, format, Some(&crate::config::Env::from_process(&["KINITRO_ENV_"])))?;
+            super::init_logging(
+                level,
+                format,
+                Some(&crate::config::Env::from_process(&["KINITRO_ENV_"])),
+            )?;
             let config = crate::config::env_serve::EnvServeConfig::resolve(
                 &flags,
                 &crate::config::Env::from_process(&["KINITRO_ENV_"]),
@@ -155,7 +173,15 @@ pub fn env(
             })
         }
         EnvCommand::Test {
-            env_id, episodes, seed, max_steps, policy, no_images, record_dir, save_images, json,
+            env_id,
+            episodes,
+            seed,
+            max_steps,
+            policy,
+            no_images,
+            record_dir,
+            save_images,
+            json,
         } => {
             let options = TestOptions {
                 episodes: episodes.unwrap_or(5),

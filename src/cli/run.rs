@@ -15,8 +15,8 @@ use crate::config::miner::{MinerConfig, PolicyKind};
 use crate::config::run::{RunConfig, RunFlags};
 use crate::config::{Env, LogFormat, LogLevel};
 use crate::db::{self, managed};
-use crate::executor::local::LocalQueue;
 use crate::executor::docker::DockerEvaluator;
+use crate::executor::local::LocalQueue;
 use crate::executor::{Evaluator, Pools};
 
 /// `kinitro run` options.
@@ -152,7 +152,9 @@ async fn serve(
             let mut executor = config.executor.clone();
             executor.executor_id = executor_id.clone();
             Some(Evaluator::Docker(
-                DockerEvaluator::start(&executor).await.map_err(Failure::runtime)?,
+                DockerEvaluator::start(&executor)
+                    .await
+                    .map_err(Failure::runtime)?,
             ))
         }
         None => None,

@@ -46,11 +46,22 @@ pub fn affinetes_port() -> Result<u16, ConfigError> {
 
 impl EnvServeConfig {
     /// Merges flags, `KINITRO_ENV_*`, `KINITRO_EXECUTOR_*` and defaults.
-    pub fn resolve(flags: &EnvServeFlags, env: &Env, executor_env: &Env) -> Result<Self, ConfigError> {
+    pub fn resolve(
+        flags: &EnvServeFlags,
+        env: &Env,
+        executor_env: &Env,
+    ) -> Result<Self, ConfigError> {
         let mut executor = ExecutorConfig::resolve(&ExecutorFlags::default(), executor_env)?;
-        executor.pools = env.get("SERVE_POOLS")?.unwrap_or_else(super::cpu_count).max(1);
+        executor.pools = env
+            .get("SERVE_POOLS")?
+            .unwrap_or_else(super::cpu_count)
+            .max(1);
         executor.episodes_per_pool = env
-            .get_checked("SERVE_EPISODES_PER_POOL", |v: &u32| *v >= 1, "a positive integer")?
+            .get_checked(
+                "SERVE_EPISODES_PER_POOL",
+                |v: &u32| *v >= 1,
+                "a positive integer",
+            )?
             .unwrap_or(8);
         Ok(Self {
             host: flags.host.clone().unwrap_or_else(|| "0.0.0.0".into()),

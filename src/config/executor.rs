@@ -325,7 +325,11 @@ impl ExecutorConfig {
             eval_cpus: env.get_checked("EVAL_CPUS", |v: &f64| *v > 0.0, "a positive number")?,
             eval_pools: env.get_checked("EVAL_POOLS", |v: &usize| *v >= 1, "a positive integer")?,
             eval_episodes_per_pool: env
-                .get_checked("EVAL_EPISODES_PER_POOL", |v: &u32| *v >= 1, "a positive integer")?
+                .get_checked(
+                    "EVAL_EPISODES_PER_POOL",
+                    |v: &u32| *v >= 1,
+                    "a positive integer",
+                )?
                 .unwrap_or(8),
             eval_replicas: env
                 .get_checked("EVAL_REPLICAS", |v: &u32| *v >= 1, "a positive integer")?

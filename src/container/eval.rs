@@ -68,7 +68,9 @@ pub fn parse_mem_limit(raw: &str) -> Result<i64, String> {
         .filter(|v| *v > 0.0)
         .map(|v| (v * (1u64 << shift) as f64) as i64)
         .filter(|b| *b >= 6 * 1024 * 1024)
-        .ok_or_else(|| format!("invalid memory limit '{raw}' (expected e.g. 8g, 512Mi; at least 6 MiB)"))
+        .ok_or_else(|| {
+            format!("invalid memory limit '{raw}' (expected e.g. 8g, 512Mi; at least 6 MiB)")
+        })
 }
 
 /// One container to create.
@@ -98,11 +100,20 @@ pub struct EvalContainer {
 /// executor's (never its API key or database URL).
 pub fn container_env(config: &ExecutorConfig, c: &EvalContainer) -> Vec<String> {
     let mut env = vec![
-        format!("KINITRO_EXECUTOR_ACTION_TIMEOUT={}", config.action_timeout.0),
+        format!(
+            "KINITRO_EXECUTOR_ACTION_TIMEOUT={}",
+            config.action_timeout.0
+        ),
         format!("KINITRO_EXECUTOR_RESET_TIMEOUT={}", config.reset_timeout.0),
-        format!("KINITRO_EXECUTOR_MAX_RESPONSE_BYTES={}", config.max_response_bytes),
+        format!(
+            "KINITRO_EXECUTOR_MAX_RESPONSE_BYTES={}",
+            config.max_response_bytes
+        ),
         format!("KINITRO_EXECUTOR_USE_IMAGES={}", config.use_images),
-        format!("KINITRO_EXECUTOR_PRIVILEGED_STATE={}", config.privileged_state),
+        format!(
+            "KINITRO_EXECUTOR_PRIVILEGED_STATE={}",
+            config.privileged_state
+        ),
         format!(
             "KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS={}",
             config.allow_private_endpoints
@@ -126,7 +137,10 @@ pub fn container_env(config: &ExecutorConfig, c: &EvalContainer) -> Vec<String> 
 }
 
 /// The create request of `c`: limits, hardening, labels and networking of docs/containers.md §3.
-pub fn create_body(config: &ExecutorConfig, c: &EvalContainer) -> Result<ContainerCreateBody, String> {
+pub fn create_body(
+    config: &ExecutorConfig,
+    c: &EvalContainer,
+) -> Result<ContainerCreateBody, String> {
     let labels = HashMap::from([
         (EXECUTOR_LABEL.to_string(), c.executor_id.clone()),
         (FAMILY_LABEL.to_string(), c.family.clone()),

@@ -181,8 +181,8 @@ impl RootFs {
                         .map_err(io)?;
                 }
                 Entry::File { src, mode } => {
-                    let file = std::fs::File::open(src)
-                        .map_err(|e| format!("{}: {e}", src.display()))?;
+                    let file =
+                        std::fs::File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
                     let size = file.metadata().map_err(io)?.len();
                     let mut h = header(size, *mode, tar::EntryType::Regular);
                     tar.append_data(&mut h, &name, file).map_err(io)?;
@@ -383,11 +383,10 @@ pub async fn build(
         .forcerm(true)
         .pull("false")
         .build();
-    let mut stream = engine.docker.build_image(
-        options,
-        None,
-        Some(bollard::body_full(context.into())),
-    );
+    let mut stream =
+        engine
+            .docker
+            .build_image(options, None, Some(bollard::body_full(context.into())));
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| format!("image build failed: {e}"))?;
         if let Some(detail) = info.error_detail.and_then(|d| d.message) {
@@ -456,9 +455,18 @@ mod tests {
 
     #[test]
     fn tags_split_at_the_last_colon_outside_the_registry() {
-        assert_eq!(split_tag("kinitro/metaworld:v1"), ("kinitro/metaworld", "v1"));
-        assert_eq!(split_tag("127.0.0.1:5000/k/m:v2"), ("127.0.0.1:5000/k/m", "v2"));
-        assert_eq!(split_tag("127.0.0.1:5000/k/m"), ("127.0.0.1:5000/k/m", "latest"));
+        assert_eq!(
+            split_tag("kinitro/metaworld:v1"),
+            ("kinitro/metaworld", "v1")
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/k/m:v2"),
+            ("127.0.0.1:5000/k/m", "v2")
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/k/m"),
+            ("127.0.0.1:5000/k/m", "latest")
+        );
     }
 
     #[test]

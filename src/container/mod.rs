@@ -36,7 +36,8 @@ pub async fn connect(host: &str, timeout_secs: u64) -> Result<Engine, String> {
     } else {
         host.to_string()
     };
-    let unreachable = |e: &dyn std::fmt::Display| format!("Docker engine not reachable at {uri}: {e}");
+    let unreachable =
+        |e: &dyn std::fmt::Display| format!("Docker engine not reachable at {uri}: {e}");
     let docker = if let Some(path) = uri.strip_prefix("unix://") {
         Docker::connect_with_unix(path, timeout_secs, bollard::API_DEFAULT_VERSION)
     } else if uri.starts_with("tcp://") || uri.starts_with("http://") {
@@ -47,7 +48,10 @@ pub async fn connect(host: &str, timeout_secs: u64) -> Result<Engine, String> {
         ));
     }
     .map_err(|e| unreachable(&e))?;
-    let docker = docker.negotiate_version().await.map_err(|e| unreachable(&e))?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| unreachable(&e))?;
     docker.ping().await.map_err(|e| unreachable(&e))?;
     Ok(Engine { docker, uri })
 }

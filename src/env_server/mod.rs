@@ -20,10 +20,10 @@ use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
+use crate::api::metrics::Metrics;
 use crate::config::env_serve::EnvServeConfig;
 use crate::executor::episode::{EpisodeTask, Limits};
 use crate::executor::Pools;
-use crate::api::metrics::Metrics;
 use protocol::{
     CallRequest, CallResponse, CallStatus, Detail, EvalResult, EvaluateArgs, MethodInfo, Methods,
     Usage,
@@ -103,11 +103,18 @@ impl Shared {
                 format!(
                     "use_images={} but this server renders {} (KINITRO_EXECUTOR_USE_IMAGES)",
                     args.use_images,
-                    if exec.use_images { "images" } else { "no images" }
+                    if exec.use_images {
+                        "images"
+                    } else {
+                        "no images"
+                    }
                 ),
             ));
         }
-        if !(1..=500).contains(&args.max_timesteps) || !(args.action_timeout > 0.0) || !(args.budget() > 0.0) {
+        if !(1..=500).contains(&args.max_timesteps)
+            || !(args.action_timeout > 0.0)
+            || !(args.budget() > 0.0)
+        {
             return Err(detail(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "max_timesteps must be 1 to 500, action_timeout and timeout positive",
@@ -186,7 +193,11 @@ impl Shared {
     }
 
     /// One method call; the answer of `/call`.
-    async fn call(&self, method: &str, kwargs: Map<String, Value>) -> Result<CallResponse, HttpResponse> {
+    async fn call(
+        &self,
+        method: &str,
+        kwargs: Map<String, Value>,
+    ) -> Result<CallResponse, HttpResponse> {
         match method {
             "evaluate" => self.evaluate(kwargs).await,
             "list_environments" => Ok(CallResponse {
@@ -262,11 +273,10 @@ async fn call(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> 
     if let Err(r) = shared.authorize(&req) {
         return r;
     }
-    let request = match parse_object(&body)
-        .and_then(|m| {
-            serde_json::from_value::<CallRequest>(Value::Object(m))
-                .map_err(|e| detail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
-        }) {
+    let request = match parse_object(&body).and_then(|m| {
+        serde_json::from_value::<CallRequest>(Value::Object(m))
+            .map_err(|e| detail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+    }) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -297,9 +307,7 @@ async fn direct(
     };
     let kwargs = match object.remove("kwargs") {
         Some(Value::Object(k)) => k,
-        Some(_) => {
-            return detail(StatusCode::UNPROCESSABLE_ENTITY, "kwargs must be an object")
-        }
+        Some(_) => return detail(StatusCode::UNPROCESSABLE_ENTITY, "kwargs must be an object"),
         None => {
             object.remove("args");
             object

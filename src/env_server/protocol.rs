@@ -297,7 +297,10 @@ mod tests {
     fn evaluate_defaults_follow_upstream() {
         let a = args();
         assert_eq!(a.env_id, DEFAULT_ENV_ID);
-        assert_eq!((a.max_timesteps, a.action_timeout, a.use_images), (500, 0.5, true));
+        assert_eq!(
+            (a.max_timesteps, a.action_timeout, a.use_images),
+            (500, 0.5, true)
+        );
         assert_eq!((a.public_seed(), a.budget(), a.sim_seed), (7, 300.0, None));
         let bad = serde_json::from_value::<EvaluateArgs>(json!({"task_id": "x", "base_url": "u"}));
         assert!(bad.is_err(), "a task_id that is not an integer is refused");
@@ -322,7 +325,10 @@ mod tests {
         let v = serde_json::to_value(&wire).unwrap();
         assert_eq!(v["failure_kind"], "miner");
         assert_eq!(v["extra"]["timesteps_completed"], 40);
-        assert!(v["extra"].get("model").is_none(), "a failure carries no echo");
+        assert!(
+            v["extra"].get("model").is_none(),
+            "a failure carries no echo"
+        );
         let back: EvalResult = serde_json::from_value(v).unwrap();
         assert_eq!(back.into_task_result("t".into()), r);
         // Upstream's failure shape (no timesteps, no failure_kind) maps by the fallback rules.
@@ -331,6 +337,9 @@ mod tests {
             "extra": {"task_id": 1, "seed": 1, "env_id": "x", "timesteps_completed": 3}}))
         .unwrap();
         let t = upstream.into_task_result("u".into());
-        assert_eq!((t.timesteps, t.total_reward, t.failure_kind), (3, 0.0, None));
+        assert_eq!(
+            (t.timesteps, t.total_reward, t.failure_kind),
+            (3, 0.0, None)
+        );
     }
 }

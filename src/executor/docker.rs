@@ -175,8 +175,9 @@ impl DockerEvaluator {
         let mut slots = Vec::new();
         for (k, host) in hosts.iter().enumerate() {
             for family in &families {
-                let image = image_for(config, family)
-                    .ok_or_else(|| format!("no image for family '{family}' (KINITRO_EXECUTOR_EVAL_IMAGES)"))?;
+                let image = image_for(config, family).ok_or_else(|| {
+                    format!("no image for family '{family}' (KINITRO_EXECUTOR_EVAL_IMAGES)")
+                })?;
                 if let Some(engine) = &host.engine {
                     check_image(engine, &image, config.strict_image_version).await?;
                 }
@@ -294,13 +295,21 @@ impl DockerEvaluator {
             match best {
                 Some((i, s)) if s.url.is_some() => {
                     s.in_flight += 1;
-                    Some((i, s.url.clone().unwrap(), s.spec.token.clone(), s.spec.name.clone()))
+                    Some((
+                        i,
+                        s.url.clone().unwrap(),
+                        s.spec.token.clone(),
+                        s.spec.name.clone(),
+                    ))
                 }
                 _ => None,
             }
         };
         let Some((index, url, token, name)) = picked else {
-            let r = infra(&task, format!("Executor error: no healthy environment container for {family}"));
+            let r = infra(
+                &task,
+                format!("Executor error: no healthy environment container for {family}"),
+            );
             return async move { r }.boxed();
         };
         let (tx, rx) = oneshot::channel();
@@ -348,13 +357,20 @@ impl DockerEvaluator {
         let _ = self.shared.stop.send(true);
         let engines: Vec<Engine> = {
             let fleet = self.shared.fleet.lock().unwrap();
-            fleet.hosts.iter().filter_map(|h| h.engine.clone()).collect()
+            fleet
+                .hosts
+                .iter()
+                .filter_map(|h| h.engine.clone())
+                .collect()
         };
         for engine in engines {
             remove_owned(&engine, &self.shared.config.executor_id, None).await;
         }
         self.arbiter.stop();
-        tracing::info!(event = "eval_containers_removed", "evaluation containers removed");
+        tracing::info!(
+            event = "eval_containers_removed",
+            "evaluation containers removed"
+        );
     }
 }
 
@@ -411,15 +427,19 @@ async fn call(
             text.chars().take(300).collect::<String>()
         ));
     }
-    let answer: CallResponse = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("Executor error: environment container {name} answered malformed JSON: {e}"))?;
+    let answer: CallResponse = serde_json::from_slice(&bytes).map_err(|e| {
+        format!("Executor error: environment container {name} answered malformed JSON: {e}")
+    })?;
     match answer.status {
-        CallStatus::Failed => Err(answer.result["error"]
-            .as_str()
-            .map_or_else(|| format!("Executor error: {name} abandoned the call"), str::to_string)),
+        CallStatus::Failed => Err(answer.result["error"].as_str().map_or_else(
+            || format!("Executor error: {name} abandoned the call"),
+            str::to_string,
+        )),
         CallStatus::Success => {
             let result: EvalResult = serde_json::from_value(answer.result).map_err(|e| {
-                format!("Executor error: environment container {name} answered an unknown result: {e}")
+                format!(
+                    "Executor error: environment container {name} answered an unknown result: {e}"
+                )
             })?;
             Ok(result.into_task_result(task.task_uuid.clone()))
         }
@@ -534,7 +554,11 @@ async fn recreate(shared: Arc<Shared>, index: usize) -> Result<(), String> {
     let body = eval::create_body(config, &spec)?;
     let created = docker
         .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&spec.name).build()),
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(&spec.name)
+                    .build(),
+            ),
             body,
         )
         .await
@@ -620,7 +644,10 @@ fn container_url(
 async fn ensure_network(engine: &Engine) -> Result<(), String> {
     if engine
         .docker
-        .inspect_network(eval::NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .inspect_network(
+            eval::NETWORK,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
         .await
         .is_ok()
     {
@@ -634,11 +661,18 @@ async fn ensure_network(engine: &Engine) -> Result<(), String> {
     match engine.docker.create_network(request).await {
         Ok(_) => Ok(()),
         // Another executor may have created it meanwhile.
-        Err(_) if engine
-            .docker
-            .inspect_network(eval::NETWORK, None::<bollard::query_parameters::InspectNetworkOptions>)
-            .await
-            .is_ok() => Ok(()),
+        Err(_)
+            if engine
+                .docker
+                .inspect_network(
+                    eval::NETWORK,
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+                .is_ok() =>
+        {
+            Ok(())
+        }
         Err(e) => Err(format!("cannot create the network {}: {e}", eval::NETWORK)),
     }
 }
@@ -706,7 +740,9 @@ async fn retry_hosts(shared: &Arc<Shared>) {
             .hosts
             .iter()
             .enumerate()
-            .filter(|(_, h)| h.engine.is_none() && h.last_try.is_none_or(|t| t.elapsed() >= HOST_RETRY))
+            .filter(|(_, h)| {
+                h.engine.is_none() && h.last_try.is_none_or(|t| t.elapsed() >= HOST_RETRY)
+            })
             .map(|(k, h)| (k, h.address.clone()))
             .collect()
     };
@@ -734,7 +770,13 @@ async fn needs_recreation(shared: &Arc<Shared>, index: usize) -> bool {
         let fleet = shared.fleet.lock().unwrap();
         let s = &fleet.slots[index];
         let engine = fleet.hosts[s.spec.host].engine.clone();
-        (engine, s.id.clone(), s.state, s.started_at.clone(), s.spec.host)
+        (
+            engine,
+            s.id.clone(),
+            s.state,
+            s.started_at.clone(),
+            s.spec.host,
+        )
     };
     let Some(engine) = engine else {
         return false;
@@ -760,7 +802,9 @@ async fn needs_recreation(shared: &Arc<Shared>, index: usize) -> bool {
             }
             false
         }
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
             set_state(shared, index, ContainerState::Unhealthy);
             true
         }

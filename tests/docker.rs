@@ -1,0 +1,695 @@
+//! Container evaluation on the real Docker engine (docs/containers.md): the environment image built
+//! offline and run hardened, the environment server's protocol, and `kinitro executor --eval-mode
+//! docker` against a real PostgreSQL, the real API and real reference miners — including a killed
+//! container, a missing image and an unreachable engine.
+//!
+//! Every test builds (once per binary; the engine's cache makes it quick) the image
+//! `kinitro-test/metaworld:v1` from this very build's binary.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{free_port, fresh_database, http, kinitro, stderr, stdout, wait_http_ok, ApiProcess};
+use diesel::sql_types::{Nullable, Text};
+use diesel::QueryableByName;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use kinitro::config::DatabaseUrl;
+use serde_json::{json, Value};
+
+const IMAGE: &str = "kinitro-test/metaworld:v1";
+const KEY: &str = "docker-test-key-0123456789abcdef0123";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then wait (up to `secs`) for a clean exit; true when it exited 0.
+    fn terminate(&mut self, secs: u64) -> bool {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+/// Builds the test image once per test binary.
+fn image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let o = kinitro(
+            &["env", "build", "metaworld", "--no-render", "--tag", IMAGE],
+            &[],
+        );
+        assert!(
+            o.status.success(),
+            "image build failed: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(
+            stdout(&o).contains(&format!("built {IMAGE}")),
+            "{}",
+            stdout(&o)
+        );
+    });
+    IMAGE
+}
+
+fn docker(args: &[&str]) -> (bool, String) {
+    let o = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).trim().to_string() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+fn miner(policy: &str, delay_ms: u64) -> (Proc, String) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
+        .args([
+            "miner",
+            "serve",
+            "--policy",
+            policy,
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--delay-ms", &delay_ms.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_http_ok(port, "/health", 30));
+    (Proc(child), format!("http://127.0.0.1:{port}"))
+}
+
+/// The docker-mode settings every executor here runs with (host networking: the miners listen on
+/// this machine's loopback).
+fn docker_env(image: &str) -> Vec<(String, String)> {
+    [
+        ("KINITRO_EXECUTOR_EVAL_MODE", "docker".to_string()),
+        ("KINITRO_EXECUTOR_EVAL_NETWORK", "host".into()),
+        (
+            "KINITRO_EXECUTOR_EVAL_IMAGES",
+            json!({ "metaworld": image }).to_string(),
+        ),
+        ("KINITRO_EXECUTOR_EVAL_POOLS", "1".into()),
+        ("KINITRO_EXECUTOR_EVAL_EPISODES_PER_POOL", "4".into()),
+        ("KINITRO_EXECUTOR_EVAL_MEM_LIMIT", "2g".into()),
+        ("KINITRO_EXECUTOR_EVAL_START_TIMEOUT", "90".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn executor(api_port: u16, id: &str, spool: &std::path::Path, env: &[(String, String)]) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
+        .args([
+            "executor",
+            "--api-url",
+            &format!("http://127.0.0.1:{api_port}"),
+        ])
+        .args(["--executor-id", id])
+        .env("KINITRO_EXECUTOR_API_KEY", KEY)
+        .env("KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS", "true")
+        .env("KINITRO_EXECUTOR_PRIVILEGED_STATE", "true")
+        .env("KINITRO_EXECUTOR_USE_IMAGES", "false")
+        .env("KINITRO_EXECUTOR_MAX_TIMESTEPS", "120")
+        .env("KINITRO_EXECUTOR_POOLS", "1")
+        .env("KINITRO_EXECUTOR_EPISODES_PER_POOL", "4")
+        .env("KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS", "0.2")
+        .env("KINITRO_EXECUTOR_SPOOL_DIR", spool)
+        .env("KINITRO_LOG_FORMAT", "text")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+#[derive(QueryableByName, Debug)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    task_uuid: String,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    result: Option<String>,
+}
+
+impl Row {
+    fn result(&self) -> Value {
+        serde_json::from_str(self.result.as_deref().unwrap_or("null")).unwrap()
+    }
+}
+
+async fn rows(url: &DatabaseUrl) -> Vec<Row> {
+    let mut conn = kinitro::db::connect(url).await.unwrap();
+    diesel::sql_query("SELECT task_uuid, status, result::text AS result FROM task_pool ORDER BY id")
+        .load(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Inserts one cycle's tasks: (uuid, endpoint, env id, sim seed).
+async fn add_tasks(url: &DatabaseUrl, tasks: &[(String, String, &str, i64)]) {
+    let mut conn = kinitro::db::connect(url).await.unwrap();
+    let mut sql = String::from(
+        "INSERT INTO evaluation_cycles (block_number, env_ids, episodes_per_env, registry_source) \
+         VALUES (1, '[]', 1, 'file');",
+    );
+    for (uuid, endpoint, env, sim_seed) in tasks {
+        sql += &format!(
+            "INSERT INTO task_pool (task_uuid, cycle_id, miner_uid, miner_hotkey, miner_endpoint, env_id, seed, sim_seed) \
+             VALUES ('{uuid}', 1, 0, 'hk', '{endpoint}', '{env}', 7, {sim_seed});"
+        );
+    }
+    conn.batch_execute(&sql).await.unwrap();
+}
+
+async fn wait_terminal(url: &DatabaseUrl, secs: u64) -> Vec<Row> {
+    let start = Instant::now();
+    loop {
+        let r = rows(url).await;
+        if r.iter()
+            .all(|r| r.status == "completed" || r.status == "failed")
+            || start.elapsed().as_secs() > secs
+        {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn uuid(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
+}
+
+/// Containers of an executor id: (name, id) of each, running or not.
+fn containers_of(executor_id: &str) -> Vec<(String, String)> {
+    let (_, out) = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=io.kinitro.executor={executor_id}"),
+        "--format",
+        "{{.Names}} {{.ID}}",
+    ]);
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, i)| (n.to_string(), i.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_image_builds_offline_and_serves_the_protocol_hardened() {
+    let image = image();
+    let (ok, inspect) = docker(&["image", "inspect", image]);
+    assert!(ok, "{inspect}");
+    let inspect: Value = serde_json::from_str(&inspect).unwrap();
+    let config = &inspect[0]["Config"];
+    assert_eq!(config["Labels"]["affinetes.env.type"], "function_based");
+    assert_eq!(config["Labels"]["io.kinitro.family"], "metaworld");
+    assert_eq!(
+        config["Labels"]["org.opencontainers.image.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(config["User"], "10001:10001");
+    assert_eq!(config["Cmd"], json!(["kinitro", "env", "serve"]));
+    assert_eq!(
+        config["Healthcheck"]["Test"],
+        json!(["CMD", "kinitro", "env", "healthcheck"])
+    );
+    let env = config["Env"].to_string().to_ascii_uppercase();
+    for secret in ["API_KEY", "DATABASE_URL", "TOKEN", "PASSWORD"] {
+        assert!(
+            !env.contains(secret),
+            "the image's environment names {secret}: {env}"
+        );
+    }
+    // Layers of the image: only the scratch root, nothing pulled.
+    let size = inspect[0]["Size"].as_f64().unwrap();
+    assert!(
+        size > 1e8,
+        "an image of {size} bytes cannot hold MuJoCo and Mesa"
+    );
+
+    let (_miner, endpoint) = miner("expert", 0);
+    let port = free_port();
+    let name = format!("kinitro-test-serve-{port}");
+    let (ok, out) = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "10001:10001",
+        "--network",
+        "host",
+        "-e",
+        &format!("AFFINETES_PORT={port}"),
+        "-e",
+        "KINITRO_ENV_SERVE_POOLS=1",
+        "-e",
+        "KINITRO_ENV_TOKEN=s3cret-token",
+        "-e",
+        "KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS=true",
+        "-e",
+        "KINITRO_EXECUTOR_PRIVILEGED_STATE=true",
+        image,
+    ]);
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = docker(&["rm", "-f", &self.0]);
+        }
+    }
+    let _cleanup = Cleanup(name.clone());
+    assert!(ok, "{out}");
+    let started = Instant::now();
+    assert!(
+        wait_http_ok(port, "/health", 90),
+        "the container never served /health"
+    );
+    eprintln!(
+        "start to /health 200: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let auth = [("authorization", "Bearer s3cret-token")];
+
+    // The token guards everything but /health.
+    assert_eq!(http(port, "GET", "/methods", &[], None).status, 401);
+    let wrong = http(
+        port,
+        "POST",
+        "/call",
+        &[("authorization", "Bearer nope")],
+        Some(r#"{"method":"list_environments"}"#),
+    );
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let methods = http(port, "GET", "/methods", &auth, None);
+    assert_eq!(methods.status, 200);
+    assert_eq!(
+        methods.json()["usage"]["slots"],
+        8,
+        "1 pool × 8 episodes: {}",
+        methods.body
+    );
+    let envs = http(
+        port,
+        "POST",
+        "/call",
+        &auth,
+        Some(r#"{"method":"list_environments"}"#),
+    );
+    assert_eq!(
+        envs.json()["result"].as_array().unwrap().len(),
+        8,
+        "{}",
+        envs.body
+    );
+
+    // Malformed bodies and unknown methods are clear errors.
+    let bad = http(port, "POST", "/call", &auth, Some("{not json"));
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert!(bad.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON"));
+    let wrong_type = http(
+        port,
+        "POST",
+        "/call",
+        &auth,
+        Some(r#"{"method":"evaluate","kwargs":{"task_id":"seven","base_url":"x"}}"#),
+    );
+    assert_eq!(wrong_type.status, 422, "{}", wrong_type.body);
+    let unknown = http(port, "POST", "/call", &auth, Some(r#"{"method":"train"}"#));
+    assert_eq!(
+        (unknown.status, unknown.json()["detail"].clone()),
+        (404, json!("Method not found: train"))
+    );
+    let other = http(
+        port,
+        "POST",
+        "/evaluate",
+        &auth,
+        Some(r#"{"task_id":1,"base_url":"http://x","env_id":"genesis/x","use_images":true}"#),
+    );
+    assert_eq!(other.status, 200, "{}", other.body);
+    assert!(other.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("Invalid env_id for MetaWorld container: genesis/x"));
+
+    // An episode with images, in upstream's result shape.
+    let call = json!({"method": "evaluate", "kwargs": {"task_id": 11, "base_url": endpoint,
+        "env_id": "metaworld/reach-v3", "max_timesteps": 120, "sim_seed": 5, "model": "miner-0"}});
+    let r = http(port, "POST", "/call", &auth, Some(&call.to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["status"], "success", "{v}");
+    let result = &v["result"];
+    assert_eq!(result["task_name"], "robotics:metaworld/reach-v3");
+    assert_eq!(
+        (result["success"].clone(), result["score"].clone()),
+        (json!(true), json!(1.0)),
+        "{result}"
+    );
+    assert_eq!(result["extra"]["timesteps"], 120);
+    assert_eq!(result["extra"]["model"], "miner-0");
+    assert!(result["extra"]["total_reward"].as_f64().unwrap() > 0.0);
+
+    // The same episode in-process gives the same numbers (same env, sim seed and miner).
+    let o = kinitro(
+        &[
+            "env",
+            "test",
+            "metaworld/reach-v3",
+            "--episodes",
+            "1",
+            "--seed",
+            "5",
+            "--max-steps",
+            "120",
+            "--policy",
+            "expert",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let local: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let (a, b) = (
+        local["mean_return"].as_f64().unwrap(),
+        result["extra"]["total_reward"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() < 1e-6 * a.abs().max(1.0),
+        "in-process {a} vs container {b}"
+    );
+
+    // Docker's own health check (the image's HEALTHCHECK) turns healthy.
+    let start = Instant::now();
+    loop {
+        let (_, health) = docker(&["inspect", "-f", "{{.State.Health.Status}}", &name]);
+        if health.trim() == "healthy" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "health: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[actix_web::test]
+async fn docker_mode_gives_the_in_process_results_and_cleans_up() {
+    let image = image();
+    let (_expert, expert) = miner("expert", 0);
+    let (_zero, zero) = miner("zero", 0);
+    let mut tasks = Vec::new();
+    for (i, env) in [
+        "metaworld/reach-v3",
+        "metaworld/push-v3",
+        "metaworld/drawer-close-v3",
+    ]
+    .iter()
+    .enumerate()
+    {
+        tasks.push((uuid(i), expert.clone(), *env, 40 + i as i64));
+        tasks.push((uuid(10 + i), zero.clone(), *env, 40 + i as i64));
+    }
+    tasks.push((
+        uuid(20),
+        "http://127.0.0.1:1".into(),
+        "metaworld/reach-v3",
+        50,
+    ));
+
+    let mut results: Vec<Vec<Value>> = Vec::new();
+    for mode in ["docker", "native"] {
+        let url = fresh_database().await;
+        add_tasks(&url, &tasks).await;
+        let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
+        let spool = tempfile::tempdir().unwrap();
+        let id = format!("ex-{mode}-{}", free_port());
+        let env = if mode == "docker" {
+            docker_env(image)
+        } else {
+            Vec::new()
+        };
+        let mut ex = executor(api.port, &id, spool.path(), &env);
+        let rows = wait_terminal(&url, 240).await;
+        assert!(
+            rows.iter()
+                .all(|r| r.status == "completed" || r.status == "failed"),
+            "{mode}: {rows:?}"
+        );
+        if mode == "docker" {
+            assert_eq!(
+                containers_of(&id).len(),
+                1,
+                "one container per family and host"
+            );
+        }
+        assert!(ex.terminate(60), "{mode} executor did not stop cleanly");
+        assert!(
+            containers_of(&id).is_empty(),
+            "containers left behind: {:?}",
+            containers_of(&id)
+        );
+        results.push(
+            rows.iter()
+                .map(|r| json!({"status": r.status, "result": r.result()}))
+                .collect(),
+        );
+    }
+    // Field by field, except wall-clock figures.
+    assert_eq!(results[0].len(), tasks.len());
+    for (d, n) in results[0].iter().zip(&results[1]) {
+        assert_eq!(d["status"], n["status"], "docker {d} vs native {n}");
+        for field in [
+            "task_uuid",
+            "success",
+            "score",
+            "total_reward",
+            "timesteps",
+            "error",
+            "failure_kind",
+        ] {
+            assert_eq!(
+                d["result"][field], n["result"][field],
+                "{field}: docker {d} vs native {n}"
+            );
+        }
+    }
+    let outcome = |i: usize| results[0][i]["result"]["success"].clone();
+    assert_eq!(
+        (outcome(0), outcome(1)),
+        (json!(true), json!(false)),
+        "expert wins, zero fails: {:?}",
+        results[0]
+    );
+    let refused = &results[0][6]["result"];
+    assert_eq!(
+        refused["failure_kind"], "miner",
+        "an unreachable miner is the miner's failure: {refused}"
+    );
+}
+
+#[actix_web::test]
+async fn a_killed_container_s_episodes_are_rerun_and_it_is_recreated() {
+    let image = image();
+    let (_slow, slow) = miner("expert", 15);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| (uuid(i), slow.clone(), "metaworld/reach-v3", 60 + i as i64))
+        .collect();
+    let url = fresh_database().await;
+    add_tasks(&url, &tasks).await;
+    let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
+    let spool = tempfile::tempdir().unwrap();
+    let id = format!("ex-kill-{}", free_port());
+    let _ex = executor(api.port, &id, spool.path(), &docker_env(image));
+    // Wait for episodes to run in the container, then kill it.
+    let start = Instant::now();
+    let before = loop {
+        let running = rows(&url)
+            .await
+            .iter()
+            .filter(|r| r.status == "assigned")
+            .count();
+        let c = containers_of(&id);
+        if running > 0 && !c.is_empty() {
+            break c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no episode started"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, out) = docker(&["kill", &before[0].1]);
+    assert!(ok, "{out}");
+    let rows = wait_terminal(&url, 240).await;
+    for r in &rows {
+        assert_eq!(
+            r.status, "completed",
+            "a killed episode is re-run to completion: {r:?}"
+        );
+        assert_eq!(r.result()["success"], true, "{r:?}");
+    }
+    // Each task has exactly one result, and the container was replaced by a new one.
+    assert_eq!(rows.len(), 8);
+    let after = containers_of(&id);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].0, before[0].0, "the same name");
+    assert_ne!(after[0].1, before[0].1, "a new container");
+}
+
+#[test]
+fn a_missing_image_and_an_unreachable_engine_are_clear_errors() {
+    let spool = tempfile::tempdir().unwrap();
+    let base = [
+        ("KINITRO_EXECUTOR_API_KEY", KEY),
+        ("KINITRO_EXECUTOR_SPOOL_DIR", spool.path().to_str().unwrap()),
+        ("KINITRO_EXECUTOR_EVAL_MODE", "docker"),
+        ("KINITRO_LOG_FORMAT", "text"),
+    ];
+    let missing = [
+        base.as_slice(),
+        &[(
+            "KINITRO_EXECUTOR_EVAL_IMAGES",
+            r#"{"metaworld": "kinitro-test/absent:v0"}"#,
+        )],
+    ]
+    .concat();
+    let o = kinitro(&["executor", "--api-url", "http://127.0.0.1:1"], &missing);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("kinitro-test/absent:v0") && e.contains("kinitro env build"),
+        "{e}"
+    );
+
+    let unreachable = [
+        base.as_slice(),
+        &[("KINITRO_EXECUTOR_EVAL_HOSTS", r#"["tcp://127.0.0.1:1"]"#)],
+    ]
+    .concat();
+    let o = kinitro(
+        &["executor", "--api-url", "http://127.0.0.1:1"],
+        &unreachable,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Docker engine not reachable at tcp://127.0.0.1:1"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = kinitro(
+        &["env", "build", "metaworld", "--no-render"],
+        &[("DOCKER_HOST", "tcp://127.0.0.1:1")],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Docker engine not reachable at tcp://127.0.0.1:1"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = kinitro(&["env", "build", "genesis"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("family 'genesis' has no image in this build"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[actix_web::test]
+async fn gpu_requests_and_hardening_are_in_the_created_container() {
+    let image = image();
+    let mut config = kinitro::config::executor::ExecutorConfig::resolve(
+        &Default::default(),
+        &kinitro::config::Env::from_pairs(&["KINITRO_EXECUTOR_"], Vec::new()),
+    )
+    .unwrap();
+    config.eval_gpu = true;
+    config.api_key = Some(KEY.into());
+    let spec = kinitro::container::eval::EvalContainer {
+        name: format!("kinitro-test-gpu-{}", free_port()),
+        image: image.into(),
+        executor_id: "ex-gpu".into(),
+        host: 0,
+        family: "metaworld".into(),
+        token: "t0ken".into(),
+        port: 8000,
+        publish: false,
+        pools: 1,
+    };
+    let engine = kinitro::container::connect("localhost", 60).await.unwrap();
+    let body = kinitro::container::eval::create_body(&config, &spec).unwrap();
+    let options = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+        .name(&spec.name)
+        .build();
+    // The bridge network must exist for the create to be accepted.
+    let _ = docker(&["network", "create", "kinitro-eval"]);
+    engine
+        .docker
+        .create_container(Some(options), body)
+        .await
+        .unwrap();
+    let (ok, out) = docker(&["inspect", &spec.name]);
+    let _ = docker(&["rm", "-f", &spec.name]);
+    assert!(ok, "{out}");
+    let c: Value = serde_json::from_str(&out).unwrap();
+    let host = &c[0]["HostConfig"];
+    assert_eq!(host["DeviceRequests"][0]["Count"], -1, "{host}");
+    assert_eq!(host["DeviceRequests"][0]["Capabilities"], json!([["gpu"]]));
+    assert_eq!(host["ReadonlyRootfs"], true);
+    assert_eq!(host["CapDrop"], json!(["ALL"]));
+    assert_eq!(host["SecurityOpt"], json!(["no-new-privileges"]));
+    assert_eq!(host["PidsLimit"], 4096);
+    assert_eq!(host["Memory"], 8i64 << 30);
+    assert_eq!(host["RestartPolicy"]["Name"], "unless-stopped");
+    assert_eq!(c[0]["Config"]["User"], "10001:10001");
+    let env = c[0]["Config"]["Env"].to_string();
+    assert!(env.contains("KINITRO_ENV_TOKEN=t0ken"), "{env}");
+    assert!(
+        !env.contains(KEY) && !env.contains("DATABASE_URL"),
+        "executor secrets leaked: {env}"
+    );
+}
