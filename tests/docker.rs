@@ -540,7 +540,13 @@ async fn a_killed_container_s_episodes_are_rerun_and_it_is_recreated() {
     let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
     let spool = tempfile::tempdir().unwrap();
     let id = format!("ex-kill-{}", free_port());
-    let _ex = executor(api.port, &id, spool.path(), &docker_env(image));
+    let metrics_port = free_port();
+    let mut env = docker_env(image);
+    env.push((
+        "KINITRO_EXECUTOR_METRICS_ADDR".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ));
+    let _ex = executor(api.port, &id, spool.path(), &env);
     // Wait for episodes to run in the container, then kill it.
     let start = Instant::now();
     let before = loop {
@@ -571,7 +577,19 @@ async fn a_killed_container_s_episodes_are_rerun_and_it_is_recreated() {
         assert_eq!(r.result()["success"], true, "{r:?}");
     }
     // Each task has exactly one result, and the container was replaced by a new one.
-    assert_eq!(rows.len(), 8);
+    let distinct: std::collections::HashSet<&str> =
+        rows.iter().map(|r| r.task_uuid.as_str()).collect();
+    assert_eq!((rows.len(), distinct.len()), (8, 8));
+    let metrics = http(metrics_port, "GET", "/metrics", &[], None).body;
+    assert!(
+        metrics.contains(r#"kinitro_eval_container_restarts_total{host="0",family="metaworld"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"kinitro_eval_containers{host="0",family="metaworld",state="healthy"} 1"#),
+        "{metrics}"
+    );
     let after = containers_of(&id);
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0].0, before[0].0, "the same name");
@@ -692,4 +710,89 @@ async fn gpu_requests_and_hardening_are_in_the_created_container() {
         !env.contains(KEY) && !env.contains("DATABASE_URL"),
         "executor secrets leaked: {env}"
     );
+}
+
+#[test]
+fn run_demo_in_docker_mode_completes_a_cycle_the_expert_wins() {
+    let image = image();
+    let tmp = tempfile::Builder::new()
+        .prefix("kinitro-demo-docker-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
+        .args([
+            "run",
+            "--demo",
+            "--eval-mode",
+            "docker",
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+        ])
+        .args(["--port", &port.to_string()])
+        .env("KINITRO_LOG_FORMAT", "text")
+        .env("KINITRO_SCHEDULER_EPISODES_PER_ENV", "1")
+        .env("KINITRO_EXECUTOR_MAX_TIMESTEPS", "120")
+        .env("KINITRO_EXECUTOR_POOLS", "1")
+        .env(
+            "KINITRO_EXECUTOR_EVAL_IMAGES",
+            json!({ "metaworld": image }).to_string(),
+        )
+        .env("KINITRO_EXECUTOR_EVAL_POOLS", "1")
+        .env("KINITRO_EXECUTOR_EVAL_EPISODES_PER_POOL", "4")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Proc(child);
+    assert!(
+        wait_http_ok(port, "/health", 120),
+        "API did not become healthy"
+    );
+    let start = Instant::now();
+    let weights = loop {
+        let r = http(port, "GET", "/v1/weights/latest", &[], None);
+        if r.status == 200 {
+            break r.json();
+        }
+        assert!(
+            start.elapsed().as_secs() < 240,
+            "no weights after 240 s: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let w = |uid: &str| weights["weights"][uid].as_f64().unwrap();
+    assert!(
+        w("0") > w("1") && w("0") > w("2"),
+        "expert (uid 0) must earn the most: {weights}"
+    );
+    let local: Vec<_> = containers_of_prefix("local-");
+    assert_eq!(
+        local.len(),
+        1,
+        "one container for the local executor: {local:?}"
+    );
+    assert!(child.terminate(90), "kinitro run did not stop cleanly");
+    let left = containers_of_prefix("local-");
+    assert!(
+        left.iter().all(|c| !local.contains(c)),
+        "containers left behind: {left:?}"
+    );
+}
+
+/// Evaluation containers whose executor id starts with `prefix`.
+fn containers_of_prefix(prefix: &str) -> Vec<String> {
+    let (_, out) = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=io.kinitro.executor",
+        "--format",
+        "{{.Names}}",
+    ]);
+    out.lines()
+        .filter(|n| n.starts_with(&format!("kinitro-eval-{prefix}")))
+        .map(str::to_string)
+        .collect()
 }

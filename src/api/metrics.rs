@@ -100,6 +100,10 @@ pub struct Metrics {
     pub obs_encode: Histogram,
     /// Episodes running in this process (executor).
     pub episodes_in_flight: Gauge,
+    /// Docker mode: evaluation containers per host, family and state.
+    pub eval_containers: Family<Labels, Gauge>,
+    /// Docker mode: evaluation containers recreated after dying or restarting.
+    pub eval_container_restarts: Family<Labels, Counter>,
     http: HistFamily,
     database_up: Gauge,
     seen: Mutex<DbSeen>,
@@ -123,6 +127,8 @@ impl Metrics {
             render: Histogram::new(FAST_BUCKETS.iter().copied()),
             obs_encode: Histogram::new(FAST_BUCKETS.iter().copied()),
             episodes_in_flight: Gauge::default(),
+            eval_containers: Family::default(),
+            eval_container_restarts: Family::default(),
             http: Family::new_with_constructor(http_histogram),
             database_up: Gauge::default(),
             seen: Mutex::new(DbSeen::default()),
@@ -188,6 +194,16 @@ impl Metrics {
             "kinitro_episodes_in_flight",
             "Episodes running in this process",
             m.episodes_in_flight.clone(),
+        );
+        registry.register(
+            "kinitro_eval_containers",
+            "Docker mode: evaluation containers per host, family and state",
+            m.eval_containers.clone(),
+        );
+        registry.register(
+            "kinitro_eval_container_restarts",
+            "Docker mode: evaluation containers recreated after dying or restarting",
+            m.eval_container_restarts.clone(),
         );
         registry.register(
             "kinitro_http_request_duration_seconds",

@@ -59,7 +59,7 @@ pub fn execute(
         let pools = Arc::new(match assets {
             Some(assets) => Evaluator::InProcess(Pools::start(&config, assets, Some(metrics))),
             None => Evaluator::Docker(
-                DockerEvaluator::start(&config).await.map_err(Failure::runtime)?,
+                DockerEvaluator::start(&config, Some(metrics)).await.map_err(Failure::runtime)?,
             ),
         });
         tracing::info!(event = "executor_started", id = %config.executor_id, mode = "remote", eval_mode = ?config.eval_mode, pools = config.pools,

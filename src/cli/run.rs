@@ -152,7 +152,7 @@ async fn serve(
             let mut executor = config.executor.clone();
             executor.executor_id = executor_id.clone();
             Some(Evaluator::Docker(
-                DockerEvaluator::start(&executor)
+                DockerEvaluator::start(&executor, Some(metrics.clone()))
                     .await
                     .map_err(Failure::runtime)?,
             ))

@@ -23,6 +23,7 @@ use kinitro_actors::tasks::TaskResult;
 use tokio::sync::{oneshot, watch, Notify};
 
 use super::episode::EpisodeTask;
+use crate::api::metrics::Metrics;
 use crate::config::executor::{EvalNetwork, ExecutorConfig};
 use crate::container::eval::{self, EvalContainer};
 use crate::container::{self, image, Engine};
@@ -38,7 +39,7 @@ const CALL_GRACE: Duration = Duration::from_secs(30);
 const ENGINE_TIMEOUT_SECS: u64 = 120;
 
 /// A container's state in the fleet (the `state` label of `kinitro_eval_containers`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ContainerState {
     /// Created, not yet healthy.
     Starting,
@@ -93,6 +94,64 @@ struct Shared {
     check_now: Notify,
     /// Turns true when in-flight calls must end (`Executor shutting down`).
     stop: watch::Sender<bool>,
+    /// Where the container states and restarts are published.
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl ContainerState {
+    /// The `state` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ContainerState::Starting => "starting",
+            ContainerState::Healthy => "healthy",
+            ContainerState::Unhealthy => "unhealthy",
+            ContainerState::Recreating => "recreating",
+        }
+    }
+
+    const ALL: [ContainerState; 4] = [
+        ContainerState::Starting,
+        ContainerState::Healthy,
+        ContainerState::Unhealthy,
+        ContainerState::Recreating,
+    ];
+}
+
+impl Shared {
+    /// Publishes `kinitro_eval_containers{host, family, state}` from the fleet.
+    fn publish(&self) {
+        let Some(m) = &self.metrics else { return };
+        let fleet = self.fleet.lock().unwrap();
+        let mut counts: HashMap<(usize, String, ContainerState), i64> = HashMap::new();
+        for s in &fleet.slots {
+            for state in ContainerState::ALL {
+                *counts
+                    .entry((s.spec.host, s.spec.family.clone(), state))
+                    .or_default() += i64::from(s.state == state);
+            }
+        }
+        for ((host, family, state), n) in counts {
+            m.eval_containers
+                .get_or_create(&vec![
+                    ("host", host.to_string()),
+                    ("family", family),
+                    ("state", state.label().to_string()),
+                ])
+                .set(n);
+        }
+    }
+
+    /// Counts one recreation of a container of `host` and `family`.
+    fn count_restart(&self, host: usize, family: &str) {
+        if let Some(m) = &self.metrics {
+            m.eval_container_restarts
+                .get_or_create(&vec![
+                    ("host", host.to_string()),
+                    ("family", family.to_string()),
+                ])
+                .inc();
+        }
+    }
 }
 
 /// The docker-mode evaluator: the fleet of environment containers and the dispatcher.
@@ -142,7 +201,10 @@ impl DockerEvaluator {
     /// Connects to every host, checks the images, and starts every container (waiting until each
     /// is healthy). Fails when no host is reachable, an image is missing on a reachable host, or
     /// (with `--strict-image-version`) an image is of another version.
-    pub async fn start(config: &ExecutorConfig) -> Result<Self, String> {
+    pub async fn start(
+        config: &ExecutorConfig,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, String> {
         eval::parse_mem_limit(&config.eval_mem_limit)?;
         let families: Vec<String> = {
             let mut f: Vec<String> = super::served_tasks(config)
@@ -213,6 +275,7 @@ impl DockerEvaluator {
             fleet: Mutex::new(Fleet { hosts, slots }),
             check_now: Notify::new(),
             stop: watch::channel(false).0,
+            metrics,
         });
         // Start every container of every reachable host, concurrently.
         let count = shared.fleet.lock().unwrap().slots.len();
@@ -509,6 +572,7 @@ fn set_state(shared: &Shared, index: usize, state: ContainerState) {
     if let Some(s) = shared.fleet.lock().unwrap().slots.get_mut(index) {
         s.state = state;
     }
+    shared.publish();
 }
 
 /// (Re)creates slot `index`'s container and waits until it is healthy; the slot's capacity is
@@ -595,6 +659,7 @@ async fn recreate(shared: Arc<Shared>, index: usize) -> Result<(), String> {
         slot.capacity = capacity;
         slot.state = ContainerState::Healthy;
     }
+    shared.publish();
     tracing::info!(event = "eval_container_ready", container = %spec.name, host = %engine.uri, %url, slots = capacity, "evaluation container ready");
     Ok(())
 }
@@ -724,6 +789,14 @@ async fn watch_loop(shared: Arc<Shared>) {
                 return;
             }
             if needs_recreation(&shared, index).await {
+                let (host, family) = {
+                    let fleet = shared.fleet.lock().unwrap();
+                    (
+                        fleet.slots[index].spec.host,
+                        fleet.slots[index].spec.family.clone(),
+                    )
+                };
+                shared.count_restart(host, &family);
                 if let Err(e) = recreate(shared.clone(), index).await {
                     tracing::warn!(error = %e, "cannot recreate an evaluation container");
                 }
@@ -816,6 +889,8 @@ async fn needs_recreation(shared: &Arc<Shared>, index: usize) -> bool {
             for s in fleet.slots.iter_mut().filter(|s| s.spec.host == host) {
                 s.state = ContainerState::Unhealthy;
             }
+            drop(fleet);
+            shared.publish();
             false
         }
     }
