@@ -25,9 +25,12 @@ const KEY: &str = "docker-test-key-0123456789abcdef0123";
 struct Proc(Child);
 
 impl Drop for Proc {
+    /// SIGTERM first, so an executor removes its containers even when a test fails.
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if !self.terminate(30) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -795,4 +798,186 @@ fn containers_of_prefix(prefix: &str) -> Vec<String> {
         .filter(|n| n.starts_with(&format!("kinitro-eval-{prefix}")))
         .map(str::to_string)
         .collect()
+}
+
+/// A background process of a test, killed on drop.
+fn spawn(program: &str, args: &[&str]) -> Proc {
+    Proc(
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program}: {e} (deploy/setup.sh installs it)")),
+    )
+}
+
+/// A second Docker host: a `tcp://` address forwarding to this machine's engine.
+fn forwarder(port: u16) -> Proc {
+    let p = spawn(
+        "socat",
+        &[
+            &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
+            "UNIX-CONNECT:/var/run/docker.sock",
+        ],
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "socat did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p
+}
+
+fn logs_mention(container: &str, text: &str) -> bool {
+    let o = Command::new("docker")
+        .args(["logs", container])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).contains(text)
+        || String::from_utf8_lossy(&o.stderr).contains(text)
+}
+
+#[actix_web::test]
+async fn two_hosts_share_the_work_and_a_lost_host_is_retried() {
+    let image = image();
+    let (_slow, slow) = miner("expert", 10);
+    let tasks: Vec<_> = (0..12)
+        .map(|i| (uuid(i), slow.clone(), "metaworld/reach-v3", 80 + i as i64))
+        .collect();
+    let url = fresh_database().await;
+    add_tasks(&url, &tasks).await;
+    let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
+    let spool = tempfile::tempdir().unwrap();
+    let tcp_port = free_port();
+    let mut second = forwarder(tcp_port);
+    let id = format!("ex-hosts-{tcp_port}");
+    let mut env = docker_env(image);
+    env.push((
+        "KINITRO_EXECUTOR_EVAL_HOSTS".into(),
+        json!(["localhost", format!("tcp://127.0.0.1:{tcp_port}")]).to_string(),
+    ));
+    env.push(("KINITRO_EXECUTOR_BATCH_SIZE".into(), "4".into()));
+    let _ex = executor(api.port, &id, spool.path(), &env);
+    let h0 = format!("kinitro-eval-{id}-h0-metaworld-0");
+    let h1 = format!("kinitro-eval-{id}-h1-metaworld-0");
+
+    // Both hosts run episodes; then host 2 is cut off (forwarder stopped, container killed).
+    let start = Instant::now();
+    while !(logs_mention(&h0, "episode finished") && logs_mention(&h1, "episode finished")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "both hosts must receive episodes"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(second);
+    let (ok, out) = docker(&["kill", &h1]);
+    assert!(ok, "{out}");
+    let rows = wait_terminal(&url, 240).await;
+    for r in &rows {
+        assert_eq!(
+            r.status, "completed",
+            "every episode completes on host 1: {r:?}"
+        );
+    }
+    let distinct: std::collections::HashSet<&str> =
+        rows.iter().map(|r| r.task_uuid.as_str()).collect();
+    assert_eq!(
+        (rows.len(), distinct.len()),
+        (12, 12),
+        "no lost or duplicated result"
+    );
+
+    // Host 2 comes back: it is retried (every 30 s) and its container recreated.
+    second = forwarder(tcp_port);
+    let start = Instant::now();
+    loop {
+        let (_, running) = docker(&["inspect", "-f", "{{.State.Running}}", &h1]);
+        if running.trim() == "true" && containers_of(&id).len() == 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "host 2 was not used again: {running}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(second);
+}
+
+#[test]
+fn push_goes_to_a_registry_on_loopback_and_fails_clearly_without_one() {
+    let image = image();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let _registry = spawn("docker-registry", &["serve", config.to_str().unwrap()]);
+    assert!(wait_http_ok(port, "/v2/", 30), "the registry did not start");
+    let registry = format!("127.0.0.1:{port}");
+    let o = kinitro(
+        &[
+            "env",
+            "build",
+            "metaworld",
+            "--no-render",
+            "--tag",
+            image,
+            "--push",
+            "--registry",
+            &registry,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("pushed {registry}/{image}")),
+        "{}",
+        stdout(&o)
+    );
+    let tags = http(
+        port,
+        "GET",
+        "/v2/kinitro-test/metaworld/tags/list",
+        &[],
+        None,
+    );
+    assert_eq!(tags.json()["tags"], json!(["v1"]), "{}", tags.body);
+    let _ = docker(&["rmi", &format!("{registry}/{image}")]);
+
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let o = kinitro(
+        &[
+            "env",
+            "build",
+            "metaworld",
+            "--no-render",
+            "--tag",
+            image,
+            "--push",
+            "--registry",
+            &nowhere,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "push of {nowhere}/kinitro-test/metaworld:v1 failed"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let _ = docker(&["rmi", &format!("{nowhere}/{image}")]);
 }
