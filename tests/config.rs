@@ -188,7 +188,7 @@ fn env_build_compiles_every_scene_then_says_what_is_missing() {
         stderr(&o).trim(),
         "error: MetaWorld assets not found at /nonexistent/assets: run deploy/setup.sh or set KINITRO_METAWORLD_ASSETS_DIR"
     );
-    let o = kinitro(&["env", "build", "metaworld"], &[]);
+    let o = kinitro(&["env", "build", "metaworld", "--check-only"], &[]);
     let out = common::stdout(&o);
     if out.is_empty() {
         // Assets absent on this machine: the message above is what an operator sees.
