@@ -56,6 +56,7 @@ impl Proc {
 fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        let (_, previous) = docker(&["image", "inspect", "-f", "{{.Id}}", IMAGE]);
         let o = kinitro(
             &["env", "build", "metaworld", "--no-render", "--tag", IMAGE],
             &[],
@@ -71,6 +72,11 @@ fn image() -> &'static str {
             "{}",
             stdout(&o)
         );
+        // The image of an earlier build of the tests is dangling now: keep the disk from filling up.
+        let (_, current) = docker(&["image", "inspect", "-f", "{{.Id}}", IMAGE]);
+        if previous.starts_with("sha256:") && previous != current {
+            let _ = docker(&["rmi", previous.trim()]);
+        }
     });
     IMAGE
 }

@@ -131,8 +131,9 @@ impl RootFs {
         Ok(())
     }
 
-    /// The tar stream of the build context: `Dockerfile` plus `rootfs/…`.
-    fn context(&self, dockerfile: &str) -> Result<Vec<u8>, String> {
+    /// The tar stream of the build context: `Dockerfile`, `rootfs/…` and the binary beside it (its
+    /// own layer, so a rebuild with a new binary reuses the libraries' layer).
+    fn context(&self, dockerfile: &str, binary: &Path) -> Result<Vec<u8>, String> {
         let mut tar = tar::Builder::new(Vec::new());
         let io = |e: std::io::Error| format!("cannot write the build context: {e}");
         let header = |size: u64, mode: u32, kind: tar::EntryType| {
@@ -146,6 +147,13 @@ impl RootFs {
         let mut h = header(dockerfile.len() as u64, 0o644, tar::EntryType::Regular);
         tar.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())
             .map_err(io)?;
+        let file = std::fs::File::open(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+        let mut h = header(
+            file.metadata().map_err(io)?.len(),
+            0o755,
+            tar::EntryType::Regular,
+        );
+        tar.append_data(&mut h, "kinitro", file).map_err(io)?;
         // Parent directories first (BTreeMap order puts "a" before "a/b").
         let mut dirs: std::collections::BTreeSet<String> = Default::default();
         for path in self.entries.keys() {
@@ -251,7 +259,6 @@ const LOADER: &str = "ld-linux-x86-64.so.2";
 /// Assembles the root filesystem of `request`'s family image.
 fn root_filesystem(request: &BuildRequest) -> Result<RootFs, String> {
     let mut fs = RootFs::default();
-    fs.add_file(BINARY, &request.binary, 0o755)?;
     // What the binary loads at start, and what EGL loads at run time (glvnd, then Mesa's vendor
     // library, then its software driver).
     let egl = find_library("libEGL.so.1")?;
@@ -331,6 +338,7 @@ fn dockerfile(family: Family) -> String {
     format!(
         r#"FROM scratch
 COPY rootfs/ /
+COPY kinitro /{BINARY}
 ENV PATH=/usr/local/bin:/usr/bin:/bin \
     LD_LIBRARY_PATH=/{LIB_DIR} \
     KINITRO_METAWORLD_ASSETS_DIR={ASSETS_DIR} \
@@ -367,7 +375,8 @@ pub async fn build(
 ) -> Result<Built, String> {
     let request_owned = request.clone();
     let context = tokio::task::spawn_blocking(move || {
-        root_filesystem(&request_owned)?.context(&dockerfile(request_owned.family))
+        root_filesystem(&request_owned)?
+            .context(&dockerfile(request_owned.family), &request_owned.binary)
     })
     .await
     .map_err(|e| e.to_string())??;
