@@ -58,9 +58,23 @@ fn detail(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     })
 }
 
+/// A refused request: its status and the text of its `{"detail": …}` body.
+#[derive(Debug)]
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, message.into())
+    }
+
+    fn response(self) -> HttpResponse {
+        detail(self.0, self.1)
+    }
+}
+
 impl Shared {
     /// 401 unless the request carries the server's token (constant-time compare).
-    fn authorize(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
+    fn authorize(&self, req: &HttpRequest) -> Result<(), Refusal> {
         let Some(token) = &self.token else {
             return Ok(());
         };
@@ -73,7 +87,10 @@ impl Shared {
         if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             Ok(())
         } else {
-            Err(detail(StatusCode::UNAUTHORIZED, "invalid or missing token"))
+            Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid or missing token",
+            ))
         }
     }
 
@@ -90,15 +107,15 @@ impl Shared {
 
     /// Runs one `evaluate` call to its HTTP answer body: `Ok` with the call's answer, `Err` with
     /// an error response (422 for arguments that are not `evaluate`'s, 503 while loading or busy).
-    async fn evaluate(&self, kwargs: Map<String, Value>) -> Result<CallResponse, HttpResponse> {
+    async fn evaluate(&self, kwargs: Map<String, Value>) -> Result<CallResponse, Refusal> {
         let args: EvaluateArgs = serde_json::from_value(Value::Object(kwargs))
-            .map_err(|e| detail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+            .map_err(|e| Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
         let Some(pools) = self.pools.get() else {
-            return Err(detail(StatusCode::SERVICE_UNAVAILABLE, "not ready"));
+            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "not ready"));
         };
         let exec = &self.config.executor;
         if args.use_images != exec.use_images {
-            return Err(detail(
+            return Err(Refusal::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(
                     "use_images={} but this server renders {} (KINITRO_EXECUTOR_USE_IMAGES)",
@@ -112,10 +129,12 @@ impl Shared {
             ));
         }
         if !(1..=500).contains(&args.max_timesteps)
-            || !(args.action_timeout > 0.0)
-            || !(args.budget() > 0.0)
+            || args.action_timeout <= 0.0
+            || args.action_timeout.is_nan()
+            || args.budget() <= 0.0
+            || args.budget().is_nan()
         {
-            return Err(detail(
+            return Err(Refusal::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "max_timesteps must be 1 to 500, action_timeout and timeout positive",
             ));
@@ -139,11 +158,11 @@ impl Shared {
             Err(_) => {
                 if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
                     self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    return Err(detail(StatusCode::SERVICE_UNAVAILABLE, "busy"));
+                    return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "busy"));
                 }
                 let p = self.slots.acquire().await;
                 self.waiting.fetch_sub(1, Ordering::SeqCst);
-                p.map_err(|_| detail(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?
+                p.map_err(|_| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?
             }
         };
         let task = EpisodeTask {
@@ -197,7 +216,7 @@ impl Shared {
         &self,
         method: &str,
         kwargs: Map<String, Value>,
-    ) -> Result<CallResponse, HttpResponse> {
+    ) -> Result<CallResponse, Refusal> {
         match method {
             "evaluate" => self.evaluate(kwargs).await,
             "list_environments" => Ok(CallResponse {
@@ -205,7 +224,7 @@ impl Shared {
                 result: json!(self.list_environments()),
                 error: None,
             }),
-            other => Err(detail(
+            other => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!("Method not found: {other}"),
             )),
@@ -223,7 +242,7 @@ async fn health(shared: web::Data<Shared>) -> HttpResponse {
 
 async fn methods(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
     if let Err(r) = shared.authorize(&req) {
-        return r;
+        return r.response();
     }
     let method = |name: &str, signature: &str| MethodInfo {
         name: name.into(),
@@ -248,21 +267,21 @@ async fn methods(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
 
 async fn serve_metrics(shared: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
     if let Err(r) = shared.authorize(&req) {
-        return r;
+        return r.response();
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(shared.metrics.encode())
 }
 
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, HttpResponse> {
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Refusal> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(detail(
+        Ok(_) => Err(Refusal::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "the body must be a JSON object",
         )),
-        Err(e) => Err(detail(
+        Err(e) => Err(Refusal::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("malformed JSON: {e}"),
         )),
@@ -271,18 +290,18 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, HttpResponse> {
 
 async fn call(shared: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     if let Err(r) = shared.authorize(&req) {
-        return r;
+        return r.response();
     }
     let request = match parse_object(&body).and_then(|m| {
         serde_json::from_value::<CallRequest>(Value::Object(m))
-            .map_err(|e| detail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+            .map_err(|e| Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
     }) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.response(),
     };
     match shared.call(&request.method, request.kwargs).await {
         Ok(answer) => HttpResponse::Ok().json(answer),
-        Err(r) => r,
+        Err(r) => r.response(),
     }
 }
 
@@ -295,14 +314,14 @@ async fn direct(
     body: web::Bytes,
 ) -> HttpResponse {
     if let Err(r) = shared.authorize(&req) {
-        return r;
+        return r.response();
     }
     let mut object = if body.is_empty() {
         Map::new()
     } else {
         match parse_object(&body) {
             Ok(m) => m,
-            Err(r) => return r,
+            Err(r) => return r.response(),
         }
     };
     let kwargs = match object.remove("kwargs") {
@@ -320,7 +339,7 @@ async fn direct(
             ..
         }) => HttpResponse::Ok().json(result),
         Ok(failed) => HttpResponse::Ok().json(failed),
-        Err(r) => r,
+        Err(r) => r.response(),
     }
 }
 
