@@ -686,6 +686,7 @@ async fn gpu_requests_and_hardening_are_in_the_created_container() {
         port: 8000,
         publish: false,
         pools: 1,
+        tls: None,
     };
     let engine = kinitro::container::connect("localhost", 60).await.unwrap();
     let body = kinitro::container::eval::create_body(&config, &spec).unwrap();
@@ -880,6 +881,14 @@ async fn two_hosts_share_the_work_and_a_lost_host_is_retried() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // The container on the tcp:// engine serves TLS with its own certificate; the local one does not.
+    let env_of = |c: &str| docker(&["inspect", "-f", "{{json .Config.Env}}", c]).1;
+    assert!(
+        env_of(&h1).contains("KINITRO_ENV_TLS_CERT=-----BEGIN CERTIFICATE"),
+        "{}",
+        env_of(&h1)
+    );
+    assert!(!env_of(&h0).contains("KINITRO_ENV_TLS_CERT"));
     drop(second);
     let (ok, out) = docker(&["kill", &h1]);
     assert!(ok, "{out}");

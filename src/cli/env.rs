@@ -166,12 +166,7 @@ pub fn env(
                 .block_on(crate::env_server::serve(config))
                 .map_err(Failure::runtime)
         }
-        EnvCommand::Healthcheck => {
-            let port = crate::config::env_serve::affinetes_port()?;
-            super::healthcheck::execute(super::healthcheck::HealthcheckArgs {
-                url: format!("http://127.0.0.1:{port}/health"),
-            })
-        }
+        EnvCommand::Healthcheck => env_healthcheck(),
         EnvCommand::Test {
             env_id,
             episodes,
@@ -234,6 +229,29 @@ fn list(json: bool) -> CommandResult {
         println!("assets directory: {}", assets.display());
     }
     Ok(())
+}
+
+/// `kinitro env healthcheck`: `GET /health` of this container's server, with its own port and,
+/// when it serves TLS, its own certificate pinned; exit 0 on HTTP 200 within 3 s.
+fn env_healthcheck() -> CommandResult {
+    let port = crate::config::env_serve::affinetes_port()?;
+    let tls = crate::config::env_serve::tls_material(&crate::config::Env::from_process(&[
+        "KINITRO_ENV_",
+    ]))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{port}/health");
+    actix_web::rt::System::new().block_on(async move {
+        let client = crate::container::tls::client(
+            tls.as_ref().map(|t| t.cert_pem.as_str()),
+            std::time::Duration::from_secs(3),
+        )
+        .map_err(Failure::runtime)?;
+        match client.get(&url).send().await {
+            Ok(r) if r.status().as_u16() == 200 => Ok(()),
+            Ok(r) => Err(Failure::runtime(format!("{url}: HTTP {}", r.status()))),
+            Err(e) => Err(Failure::runtime(format!("{url}: {e}"))),
+        }
+    })
 }
 
 /// Builds (and pushes) one image on the local engine (`DOCKER_HOST`), printing its size and the

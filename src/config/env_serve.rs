@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::executor::{ExecutorConfig, ExecutorFlags};
 use super::{ConfigError, Env};
+use crate::container::tls::ContainerTls;
 
 /// Flags of `kinitro env serve`.
 #[derive(Debug, Clone, Default, Args)]
@@ -27,8 +28,25 @@ pub struct EnvServeConfig {
     pub port: u16,
     /// Bearer token every route but `/health` requires (secret); `None` leaves the server open.
     pub token: Option<String>,
+    /// Certificate and key (PEM) to serve TLS with (secret); `None` serves plain HTTP.
+    pub tls: Option<ContainerTls>,
     /// Episode settings, with `pools` and `episodes_per_pool` taken from `KINITRO_ENV_SERVE_*`.
     pub executor: ExecutorConfig,
+}
+
+/// The server's TLS material from `KINITRO_ENV_TLS_CERT` and `KINITRO_ENV_TLS_KEY` (both or neither).
+pub fn tls_material(env: &Env) -> Result<Option<ContainerTls>, ConfigError> {
+    let cert = env.secret("TLS_CERT", |t| !t.is_empty(), "a PEM certificate")?;
+    let key = env.secret("TLS_KEY", |t| !t.is_empty(), "a PEM private key")?;
+    match (cert, key) {
+        (Some(cert_pem), Some(key_pem)) => Ok(Some(ContainerTls { cert_pem, key_pem })),
+        (None, None) => Ok(None),
+        _ => Err(ConfigError::Invalid(format!(
+            "{} and {} must be set together",
+            env.name("TLS_CERT"),
+            env.name("TLS_KEY")
+        ))),
+    }
 }
 
 /// The port the server listens on and its health check probes: `AFFINETES_PORT`, else 8000.
@@ -70,6 +88,7 @@ impl EnvServeConfig {
                 None => affinetes_port()?,
             },
             token: env.secret("TOKEN", |t| !t.is_empty(), "a non-empty token")?,
+            tls: tls_material(env)?,
             executor,
         })
     }

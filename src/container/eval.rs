@@ -94,6 +94,8 @@ pub struct EvalContainer {
     pub publish: bool,
     /// Evaluation pools inside.
     pub pools: usize,
+    /// TLS material for a container on a remote engine (`None`: plain HTTP on a local engine).
+    pub tls: Option<super::tls::ContainerTls>,
 }
 
 /// The container's environment: the server's settings and the token, nothing else of the
@@ -130,6 +132,10 @@ pub fn container_env(config: &ExecutorConfig, c: &EvalContainer) -> Vec<String> 
             std::env::var("LP_NUM_THREADS").unwrap_or_else(|_| "1".into())
         ),
     ];
+    if let Some(tls) = &c.tls {
+        env.push(format!("KINITRO_ENV_TLS_CERT={}", tls.cert_pem));
+        env.push(format!("KINITRO_ENV_TLS_KEY={}", tls.key_pem));
+    }
     if let Ok(format) = std::env::var("KINITRO_LOG_FORMAT") {
         env.push(format!("KINITRO_LOG_FORMAT={format}"));
     }

@@ -369,15 +369,22 @@ pub async fn serve(config: EnvServeConfig) -> Result<(), String> {
             .route("/call", web::post().to(call))
             .route("/{method}", web::post().to(direct))
     })
-    .workers(2)
-    .bind((config.host.as_str(), config.port))
+    .workers(2);
+    let address = (config.host.as_str(), config.port);
+    let server = match &config.tls {
+        Some(tls) => {
+            let tls = crate::container::tls::server_config(&tls.cert_pem, &tls.key_pem)?;
+            server.bind_rustls_0_23(address, tls)
+        }
+        None => server.bind(address),
+    }
     .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?
     .run();
     let handle = server.handle();
     // Serving starts now, so `/health` answers 503 while the scenes load.
     let server = actix_web::rt::spawn(server);
     let addr = format!("{}:{}", config.host, config.port);
-    tracing::info!(event = "env_server_listening", %addr, slots, auth = config.token.is_some(), "environment server listening; loading scenes");
+    tracing::info!(event = "env_server_listening", %addr, slots, auth = config.token.is_some(), tls = config.tls.is_some(), "environment server listening; loading scenes");
     let assets = crate::config::metaworld_assets_dir().map_err(|e| e.to_string())?;
     let probe_assets = assets.clone();
     let tasks = crate::executor::served_tasks(exec);

@@ -254,6 +254,7 @@ impl DockerEvaluator {
                         port: eval::CONTAINER_PORT,
                         publish: false,
                         pools: 1,
+                        tls: None,
                     };
                     slots.push(Slot {
                         spec,
@@ -358,17 +359,18 @@ impl DockerEvaluator {
             match best {
                 Some((i, s)) if s.url.is_some() => {
                     s.in_flight += 1;
-                    Some((
-                        i,
-                        s.url.clone().unwrap(),
-                        s.spec.token.clone(),
-                        s.spec.name.clone(),
-                    ))
+                    let target = Target {
+                        url: s.url.clone().unwrap(),
+                        token: s.spec.token.clone(),
+                        name: s.spec.name.clone(),
+                        cert_pem: s.spec.tls.as_ref().map(|t| t.cert_pem.clone()),
+                    };
+                    Some((i, target))
                 }
                 _ => None,
             }
         };
-        let Some((index, url, token, name)) = picked else {
+        let Some((index, target)) = picked else {
             let r = infra(
                 &task,
                 format!("Executor error: no healthy environment container for {family}"),
@@ -380,7 +382,7 @@ impl DockerEvaluator {
         let fallback = task.task_uuid.clone();
         self.arbiter.spawn_fn(move || {
             actix_rt::spawn(async move {
-                let result = call(&shared, &task, &url, &token, &name).await;
+                let result = call(&shared, &task, &target).await;
                 let failed_call = result.is_err();
                 let result = result.unwrap_or_else(|e| infra(&task, e));
                 {
@@ -437,21 +439,40 @@ impl DockerEvaluator {
     }
 }
 
+/// Where one call goes: a container's server, its token and, on a remote engine, its certificate.
+struct Target {
+    url: String,
+    token: String,
+    name: String,
+    cert_pem: Option<String>,
+}
+
 thread_local! {
-    /// The dispatcher's client (its own, on the dispatcher's arbiter).
-    static CLIENT: awc::Client = awc::Client::builder()
-        .timeout(Duration::from_secs(3600))
-        .finish();
+    /// The dispatcher's clients (on its arbiter), one per container address and certificate.
+    static CLIENTS: std::cell::RefCell<HashMap<(String, Option<String>), awc::Client>> =
+        Default::default();
+}
+
+/// The dispatcher's client for `target` (made on first use; pinned to its certificate).
+fn client_for(target: &Target) -> Result<awc::Client, String> {
+    CLIENTS.with(|clients| {
+        let mut clients = clients.borrow_mut();
+        let key = (target.url.clone(), target.cert_pem.clone());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = container::tls::client(target.cert_pem.as_deref(), Duration::from_secs(3600))?;
+        clients.retain(|(url, _), _| url != &target.url); // a recreated container's old certificate
+        clients.insert(key, client.clone());
+        Ok(client)
+    })
 }
 
 /// One `evaluate` call; `Err` is an infrastructure failure of the call itself.
-async fn call(
-    shared: &Shared,
-    task: &EpisodeTask,
-    url: &str,
-    token: &str,
-    name: &str,
-) -> Result<TaskResult, String> {
+async fn call(shared: &Shared, task: &EpisodeTask, target: &Target) -> Result<TaskResult, String> {
+    let Target {
+        url, token, name, ..
+    } = target;
     let config = &shared.config;
     let kwargs = serde_json::json!({
         "task_id": task.seed, "seed": task.seed, "sim_seed": task.sim_seed,
@@ -466,12 +487,12 @@ async fn call(
         kwargs: kwargs.as_object().cloned().unwrap_or_default(),
     };
     let limit = Duration::from_secs_f64(config.eval_timeout.0) + CALL_GRACE;
-    let request = CLIENT.with(|c| {
-        c.post(format!("{url}/call"))
-            .bearer_auth(token)
-            .timeout(limit)
-            .send_json(&body)
-    });
+    let request = client_for(target)
+        .map_err(|e| format!("Executor error: environment container {name}: {e}"))?
+        .post(format!("{url}/call"))
+        .bearer_auth(token)
+        .timeout(limit)
+        .send_json(&body);
     let mut stop = shared.stop.subscribe();
     let mut response = tokio::select! {
         r = request => r.map_err(|e| format!("Executor error: environment container {name}: {e}"))?,
@@ -592,6 +613,15 @@ async fn recreate(shared: Arc<Shared>, index: usize) -> Result<(), String> {
         eval::CONTAINER_PORT
     };
     spec.publish = !local && !host_network;
+    // A remote engine's containers are reached over the network: TLS pinned to a certificate made
+    // for this container alone.
+    spec.tls = if local {
+        None
+    } else {
+        let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        names.extend(remote_host(&engine));
+        Some(container::tls::generate(&names)?)
+    };
     spec.pools = match config.eval_pools {
         Some(p) => p,
         None => match config.eval_cpus {
@@ -645,7 +675,14 @@ async fn recreate(shared: Arc<Shared>, index: usize) -> Result<(), String> {
         slot.state = ContainerState::Starting;
         slot.started_at = inspect.state.as_ref().and_then(|s| s.started_at.clone());
     }
-    let capacity = wait_ready(&url, &spec.token, config.eval_start_timeout.duration()).await;
+    let cert = spec.tls.as_ref().map(|t| t.cert_pem.as_str());
+    let capacity = wait_ready(
+        &url,
+        &spec.token,
+        cert,
+        config.eval_start_timeout.duration(),
+    )
+    .await;
     let capacity = match capacity {
         Ok(c) => c,
         Err(e) => {
@@ -671,16 +708,12 @@ fn container_url(
     inspect: &bollard::models::ContainerInspectResponse,
     host_network: bool,
 ) -> Result<String, String> {
-    let remote_host = engine
-        .uri
-        .strip_prefix("tcp://")
-        .or_else(|| engine.uri.strip_prefix("http://"))
-        .and_then(|a| a.split(':').next())
-        .map(str::to_string);
+    let remote_host = remote_host(engine);
+    let scheme = if spec.tls.is_some() { "https" } else { "http" };
     let settings = inspect.network_settings.as_ref();
     if host_network {
         return Ok(format!(
-            "http://{}:{}",
+            "{scheme}://{}:{}",
             remote_host.as_deref().unwrap_or("127.0.0.1"),
             spec.port
         ));
@@ -692,7 +725,7 @@ fn container_url(
             .and_then(|b| b.into_iter().find_map(|b| b.host_port))
             .ok_or_else(|| format!("{} has no published port", spec.name))?;
         return Ok(format!(
-            "http://{}:{port}",
+            "{scheme}://{}:{port}",
             remote_host.as_deref().unwrap_or("127.0.0.1")
         ));
     }
@@ -702,7 +735,17 @@ fn container_url(
         .and_then(|n| n.ip_address.clone())
         .filter(|ip| !ip.is_empty())
         .ok_or_else(|| format!("{} has no address on {}", spec.name, eval::NETWORK))?;
-    Ok(format!("http://{ip}:{}", spec.port))
+    Ok(format!("{scheme}://{ip}:{}", spec.port))
+}
+
+/// The host name of a remote engine's address (`tcp://host:port`), `None` for a local one.
+fn remote_host(engine: &Engine) -> Option<String> {
+    engine
+        .uri
+        .strip_prefix("tcp://")
+        .or_else(|| engine.uri.strip_prefix("http://"))
+        .and_then(|a| a.split(':').next())
+        .map(str::to_string)
 }
 
 /// Creates the `kinitro-eval` bridge network when missing.
@@ -743,11 +786,14 @@ async fn ensure_network(engine: &Engine) -> Result<(), String> {
 }
 
 /// Polls `/health` until 200 within `limit`, then reads the slots from `/methods`.
-async fn wait_ready(url: &str, token: &str, limit: Duration) -> Result<usize, String> {
+async fn wait_ready(
+    url: &str,
+    token: &str,
+    cert_pem: Option<&str>,
+    limit: Duration,
+) -> Result<usize, String> {
     let deadline = Instant::now() + limit;
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .finish();
+    let client = container::tls::client(cert_pem, Duration::from_secs(5))?;
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
         match client.get(format!("{url}/health")).send().await {
