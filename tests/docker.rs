@@ -996,3 +996,245 @@ fn push_goes_to_a_registry_on_loopback_and_fails_clearly_without_one() {
     );
     let _ = docker(&["rmi", &format!("{nowhere}/{image}")]);
 }
+
+/// A local fake of Basilica's deployments API: each deployment is a real `kinitro env serve`
+/// process, reached through the fake (`/d/<name>/…`), so the fake sees every call; `fail` makes
+/// every deployment end in state `Failed`.
+struct FakeBasilica {
+    port: u16,
+    events: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+#[derive(Default)]
+struct FakeState {
+    events: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    servers: std::sync::Mutex<std::collections::HashMap<String, (Proc, u16, u32)>>,
+    fail: bool,
+}
+
+impl FakeBasilica {
+    fn start(fail: bool) -> Self {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let port = free_port();
+        let state = web::Data::new(FakeState {
+            fail,
+            ..Default::default()
+        });
+        let events = state.events.clone();
+        let authorized = |req: &HttpRequest| {
+            req.headers()
+                .get("authorization")
+                .and_then(|h| h.to_str().ok())
+                == Some("Bearer fake-token")
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/deployments", web::post().to(move |s: web::Data<FakeState>, req: HttpRequest, body: web::Json<Value>| async move {
+                    if !authorized(&req) {
+                        return HttpResponse::Unauthorized().finish();
+                    }
+                    let name = body["instance_name"].as_str().unwrap().to_string();
+                    s.events.lock().unwrap().push(format!("create {name}"));
+                    let serve_port = free_port();
+                    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinitro"));
+                    cmd.args(["env", "serve", "--host", "127.0.0.1", "--port", &serve_port.to_string()]);
+                    for (k, v) in body["env"].as_object().unwrap() {
+                        cmd.env(k, v.as_str().unwrap());
+                    }
+                    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+                    s.servers.lock().unwrap().insert(name, (Proc(child), serve_port, 0));
+                    HttpResponse::Created().json(json!({"instance_name": body["instance_name"]}))
+                }))
+                .route("/deployments/{name}", web::get().to(move |s: web::Data<FakeState>, req: HttpRequest, name: web::Path<String>| async move {
+                    if !authorized(&req) {
+                        return HttpResponse::Unauthorized().finish();
+                    }
+                    s.events.lock().unwrap().push(format!("poll {name}"));
+                    let mut servers = s.servers.lock().unwrap();
+                    let Some(entry) = servers.get_mut(name.as_str()) else {
+                        return HttpResponse::NotFound().finish();
+                    };
+                    entry.2 += 1;
+                    let port = req.app_config().local_addr().port();
+                    HttpResponse::Ok().json(match (s.fail, entry.2) {
+                        (true, _) => json!({"state": "Failed", "phase": "failed", "replicas": {"ready": 0, "desired": 1}}),
+                        (false, 1) => json!({"state": "Pending", "replicas": {"ready": 0, "desired": 1}}),
+                        (false, _) => json!({"state": "Running", "replicas": {"ready": 1, "desired": 1},
+                            "url": format!("http://127.0.0.1:{port}/d/{name}")}),
+                    })
+                }))
+                .route("/deployments/{name}", web::delete().to(move |s: web::Data<FakeState>, req: HttpRequest, name: web::Path<String>| async move {
+                    if !authorized(&req) {
+                        return HttpResponse::Unauthorized().finish();
+                    }
+                    s.events.lock().unwrap().push(format!("delete {name}"));
+                    match s.servers.lock().unwrap().remove(name.as_str()) {
+                        Some(_) => HttpResponse::Ok().finish(),
+                        None => HttpResponse::NotFound().finish(),
+                    }
+                }))
+                .route("/d/{name}/{tail:.*}", web::route().to(move |s: web::Data<FakeState>, req: HttpRequest, path: web::Path<(String, String)>, body: web::Bytes| async move {
+                    let (name, tail) = path.into_inner();
+                    let port = s.servers.lock().unwrap().get(&name).map(|e| e.1);
+                    let Some(port) = port else { return HttpResponse::NotFound().finish() };
+                    if tail == "call" {
+                        s.events.lock().unwrap().push(format!("call {name}"));
+                    }
+                    let auth = req.headers().get("authorization").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+                    let method = req.method().as_str().to_string();
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    let answer = tokio::task::spawn_blocking(move || {
+                        http(port, &method, &format!("/{tail}"), &[("authorization", &auth)], (!body.is_empty()).then_some(&body))
+                    })
+                    .await
+                    .unwrap();
+                    HttpResponse::build(actix_web::http::StatusCode::from_u16(answer.status).unwrap())
+                        .content_type("application/json")
+                        .body(answer.body)
+                }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", port))
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self {
+            port,
+            events,
+            server: handle,
+        }
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+fn basilica_env(fake: &FakeBasilica, image: &str) -> Vec<(String, String)> {
+    vec![
+        ("KINITRO_EXECUTOR_EVAL_MODE".into(), "basilica".into()),
+        (
+            "BASILICA_API_URL".into(),
+            format!("http://127.0.0.1:{}", fake.port),
+        ),
+        ("BASILICA_API_TOKEN".into(), "fake-token".into()),
+        (
+            "KINITRO_EXECUTOR_EVAL_IMAGES".into(),
+            json!({ "metaworld": image }).to_string(),
+        ),
+        ("KINITRO_EXECUTOR_EVAL_POOLS".into(), "1".into()),
+        ("KINITRO_EXECUTOR_EVAL_EPISODES_PER_POOL".into(), "4".into()),
+        ("KINITRO_EXECUTOR_EVAL_START_TIMEOUT".into(), "60".into()),
+    ]
+}
+
+#[actix_web::test]
+async fn basilica_mode_creates_polls_calls_and_deletes_its_deployment() {
+    let fake = FakeBasilica::start(false);
+    let (_expert, expert) = miner("expert", 0);
+    let tasks: Vec<_> = (0..4)
+        .map(|i| (uuid(i), expert.clone(), "metaworld/reach-v3", 90 + i as i64))
+        .collect();
+    let url = fresh_database().await;
+    add_tasks(&url, &tasks).await;
+    let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
+    let spool = tempfile::tempdir().unwrap();
+    let mut ex = executor(
+        api.port,
+        "Ex-Basilica",
+        spool.path(),
+        &basilica_env(&fake, "kinitro-test/none:v1"),
+    );
+    let rows = wait_terminal(&url, 120).await;
+    for r in &rows {
+        assert_eq!(
+            (r.status.as_str(), r.result()["success"].clone()),
+            ("completed", json!(true)),
+            "{r:?}"
+        );
+    }
+    assert!(ex.terminate(60), "the executor did not stop cleanly");
+    let name = "kinitro-ex-basilica-metaworld";
+    let events = fake.events();
+    let first = |e: &str| events.iter().position(|x| x == &format!("{e} {name}"));
+    let (create, poll, call, delete) = (
+        first("create"),
+        first("poll"),
+        first("call"),
+        events.iter().rposition(|x| x == &format!("delete {name}")),
+    );
+    assert!(
+        create.is_some() && poll.is_some() && call.is_some() && delete.is_some(),
+        "{events:?}"
+    );
+    assert!(
+        create < poll && poll < call && call < delete,
+        "create → poll → calls → delete: {events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("call")).count(),
+        4,
+        "{events:?}"
+    );
+    fake.server.stop(false).await;
+}
+
+#[actix_web::test]
+async fn a_failed_basilica_deployment_is_a_clear_start_up_error() {
+    let fake = FakeBasilica::start(true);
+    let spool = tempfile::tempdir().unwrap();
+    let mut env = basilica_env(&fake, "kinitro-test/none:v1");
+    env.push((
+        "KINITRO_EXECUTOR_SPOOL_DIR".into(),
+        spool.path().to_str().unwrap().into(),
+    ));
+    env.push(("KINITRO_EXECUTOR_API_KEY".into(), KEY.into()));
+    // The fake answers on this test's runtime: the command runs on another thread.
+    let o = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        kinitro(
+            &[
+                "executor",
+                "--api-url",
+                "http://127.0.0.1:1",
+                "--executor-id",
+                "ex-fail",
+            ],
+            &env,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Basilica deployment kinitro-ex-fail-metaworld failed"),
+        "{}",
+        stderr(&o)
+    );
+    let events = fake.events();
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("create")).count(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("delete kinitro-ex-fail-metaworld"),
+        "{events:?}"
+    );
+    let o = kinitro(
+        &[
+            "executor",
+            "--api-url",
+            "http://127.0.0.1:1",
+            "--eval-mode",
+            "basilica",
+        ],
+        &[("KINITRO_EXECUTOR_SPOOL_DIR", "")],
+    );
+    assert!(stderr(&o).contains("BASILICA_API_TOKEN"), "{}", stderr(&o));
+    fake.server.stop(false).await;
+}

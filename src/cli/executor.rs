@@ -7,6 +7,7 @@ use clap::Args;
 use super::{init_logging, CommandResult, Failure};
 use crate::config::executor::{EvalMode, ExecutorConfig, ExecutorFlags};
 use crate::config::{Env, LogFormat, LogLevel};
+use crate::executor::basilica::BasilicaEvaluator;
 use crate::executor::docker::DockerEvaluator;
 use crate::executor::{self, Evaluator, Pools};
 
@@ -44,21 +45,22 @@ pub fn execute(
     let env = Env::from_process(&["KINITRO_EXECUTOR_"]);
     let config = ExecutorConfig::resolve(&args.flags, &env)?;
     init_logging(level, format, Some(&env))?;
-    let docker = config.eval_mode == EvalMode::Docker;
-    // The docker mode checks scenes and rendering inside its containers.
-    let assets = if docker {
-        None
-    } else {
-        Some(check_simulation(&config)?)
+    // The container modes check scenes and rendering inside their containers.
+    let assets = match config.eval_mode {
+        EvalMode::Native => Some(check_simulation(&config)?),
+        EvalMode::Docker | EvalMode::Basilica => None,
     };
     actix_web::rt::System::new().block_on(async move {
         let metrics = Arc::new(crate::api::metrics::Metrics::new());
         if let Some(addr) = &config.metrics_addr {
             super::scheduler::serve_metrics(addr, metrics.clone())?;
         }
-        let pools = Arc::new(match assets {
-            Some(assets) => Evaluator::InProcess(Pools::start(&config, assets, Some(metrics))),
-            None => Evaluator::Docker(
+        let pools = Arc::new(match (assets, config.eval_mode) {
+            (Some(assets), _) => Evaluator::InProcess(Pools::start(&config, assets, Some(metrics))),
+            (None, EvalMode::Basilica) => Evaluator::Basilica(
+                BasilicaEvaluator::start(&config).await.map_err(Failure::runtime)?,
+            ),
+            (None, _) => Evaluator::Docker(
                 DockerEvaluator::start(&config, Some(metrics)).await.map_err(Failure::runtime)?,
             ),
         });

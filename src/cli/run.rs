@@ -15,6 +15,7 @@ use crate::config::miner::{MinerConfig, PolicyKind};
 use crate::config::run::{RunConfig, RunFlags};
 use crate::config::{Env, LogFormat, LogLevel};
 use crate::db::{self, managed};
+use crate::executor::basilica::BasilicaEvaluator;
 use crate::executor::docker::DockerEvaluator;
 use crate::executor::local::LocalQueue;
 use crate::executor::{Evaluator, Pools};
@@ -33,8 +34,8 @@ pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>
     config.api.check_auth()?;
     init_logging(level, format, Some(&Env::from_process(&["KINITRO_RUN_"])))?;
     super::api::log_auth_mode(&config.api);
-    let docker = config.executor.eval_mode == crate::config::executor::EvalMode::Docker;
-    let assets = if config.executor.pools > 0 && !docker {
+    let native = config.executor.eval_mode == crate::config::executor::EvalMode::Native;
+    let assets = if config.executor.pools > 0 && native {
         Some(super::executor::check_simulation(&config.executor)?)
     } else {
         None
@@ -151,11 +152,18 @@ async fn serve(
         None if config.executor.pools > 0 => {
             let mut executor = config.executor.clone();
             executor.executor_id = executor_id.clone();
-            Some(Evaluator::Docker(
-                DockerEvaluator::start(&executor, Some(metrics.clone()))
-                    .await
-                    .map_err(Failure::runtime)?,
-            ))
+            Some(match executor.eval_mode {
+                crate::config::executor::EvalMode::Basilica => Evaluator::Basilica(
+                    BasilicaEvaluator::start(&executor)
+                        .await
+                        .map_err(Failure::runtime)?,
+                ),
+                _ => Evaluator::Docker(
+                    DockerEvaluator::start(&executor, Some(metrics.clone()))
+                        .await
+                        .map_err(Failure::runtime)?,
+                ),
+            })
         }
         None => None,
     };

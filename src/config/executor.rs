@@ -14,6 +14,8 @@ pub enum EvalMode {
     Native,
     /// In environment containers on the Docker hosts of `KINITRO_EXECUTOR_EVAL_HOSTS`.
     Docker,
+    /// In one Basilica deployment per family (`BASILICA_API_URL`, `BASILICA_API_TOKEN`).
+    Basilica,
 }
 
 /// How evaluation containers reach miners (docs/containers.md §3).
@@ -37,11 +39,12 @@ impl SettingValue for EvalNetwork {
 }
 
 impl SettingValue for EvalMode {
-    const EXPECTED: &'static str = "native or docker";
+    const EXPECTED: &'static str = "native, docker or basilica";
     fn parse_setting(raw: &str) -> Option<Self> {
         match raw.trim().to_ascii_lowercase().as_str() {
             "native" => Some(Self::Native),
             "docker" => Some(Self::Docker),
+            "basilica" => Some(Self::Basilica),
             _ => None,
         }
     }
@@ -82,7 +85,7 @@ pub struct ExecutorFlags {
     /// Docker mode: family → image, JSON [env: KINITRO_EXECUTOR_EVAL_IMAGES]
     #[arg(long, value_parser = parse_images_flag)]
     pub eval_images: Option<BTreeMap<String, String>>,
-    /// native or docker [env: KINITRO_EXECUTOR_EVAL_MODE, default native]
+    /// native, docker or basilica [env: KINITRO_EXECUTOR_EVAL_MODE, default native]
     #[arg(long, value_enum)]
     pub eval_mode: Option<EvalMode>,
     /// Docker mode: GPUs for evaluation containers [env: KINITRO_EXECUTOR_EVAL_GPU]

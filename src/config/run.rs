@@ -34,7 +34,7 @@ pub struct RunFlags {
     /// Start local reference miners (expert, random, zero) and evaluate them
     #[arg(long)]
     pub demo: bool,
-    /// native (in-process) or docker (environment containers) [env: KINITRO_EXECUTOR_EVAL_MODE, default native]
+    /// native (in-process), docker (environment containers) or basilica [env: KINITRO_EXECUTOR_EVAL_MODE, default native]
     #[arg(long, value_enum)]
     pub eval_mode: Option<super::executor::EvalMode>,
 }

@@ -169,7 +169,7 @@ pub fn image_for(config: &ExecutorConfig, family: &str) -> Option<String> {
         .or_else(|| config.eval_images.get(family).cloned())
 }
 
-fn infra(task: &EpisodeTask, error: impl Into<String>) -> TaskResult {
+pub(super) fn infra(task: &EpisodeTask, error: impl Into<String>) -> TaskResult {
     TaskResult {
         task_uuid: task.task_uuid.clone(),
         success: false,
@@ -193,7 +193,7 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
@@ -382,7 +382,7 @@ impl DockerEvaluator {
         let fallback = task.task_uuid.clone();
         self.arbiter.spawn_fn(move || {
             actix_rt::spawn(async move {
-                let result = call(&shared, &task, &target).await;
+                let result = call(&shared.config, &shared.stop, &task, &target).await;
                 let failed_call = result.is_err();
                 let result = result.unwrap_or_else(|e| infra(&task, e));
                 {
@@ -440,11 +440,15 @@ impl DockerEvaluator {
 }
 
 /// Where one call goes: a container's server, its token and, on a remote engine, its certificate.
-struct Target {
-    url: String,
-    token: String,
-    name: String,
-    cert_pem: Option<String>,
+pub(super) struct Target {
+    /// The server's base URL.
+    pub url: String,
+    /// Its bearer token.
+    pub token: String,
+    /// The container's (or deployment's) name, for errors.
+    pub name: String,
+    /// Its certificate, when it serves TLS.
+    pub cert_pem: Option<String>,
 }
 
 thread_local! {
@@ -469,11 +473,15 @@ fn client_for(target: &Target) -> Result<awc::Client, String> {
 }
 
 /// One `evaluate` call; `Err` is an infrastructure failure of the call itself.
-async fn call(shared: &Shared, task: &EpisodeTask, target: &Target) -> Result<TaskResult, String> {
+pub(super) async fn call(
+    config: &ExecutorConfig,
+    stop: &watch::Sender<bool>,
+    task: &EpisodeTask,
+    target: &Target,
+) -> Result<TaskResult, String> {
     let Target {
         url, token, name, ..
     } = target;
-    let config = &shared.config;
     let kwargs = serde_json::json!({
         "task_id": task.seed, "seed": task.seed, "sim_seed": task.sim_seed,
         "base_url": task.miner_endpoint, "env_id": task.env_id,
@@ -493,7 +501,7 @@ async fn call(shared: &Shared, task: &EpisodeTask, target: &Target) -> Result<Ta
         .bearer_auth(token)
         .timeout(limit)
         .send_json(&body);
-    let mut stop = shared.stop.subscribe();
+    let mut stop = stop.subscribe();
     let mut response = tokio::select! {
         r = request => r.map_err(|e| format!("Executor error: environment container {name}: {e}"))?,
         _ = stop.wait_for(|s| *s) => return Err("Executor shutting down".into()),
@@ -786,7 +794,7 @@ async fn ensure_network(engine: &Engine) -> Result<(), String> {
 }
 
 /// Polls `/health` until 200 within `limit`, then reads the slots from `/methods`.
-async fn wait_ready(
+pub(super) async fn wait_ready(
     url: &str,
     token: &str,
     cert_pem: Option<&str>,

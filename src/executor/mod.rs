@@ -7,6 +7,7 @@
 //! Task sources and result sinks live in [`remote`] (`kinitro executor`) and [`local`] (`kinitro run`).
 
 pub mod arrival;
+pub mod basilica;
 pub mod docker;
 pub mod episode;
 pub mod guard;
@@ -182,6 +183,8 @@ pub enum Evaluator {
     InProcess(Pools),
     /// Environment containers on Docker hosts.
     Docker(docker::DockerEvaluator),
+    /// Basilica deployments.
+    Basilica(basilica::BasilicaEvaluator),
 }
 
 impl Evaluator {
@@ -190,6 +193,7 @@ impl Evaluator {
         match self {
             Evaluator::InProcess(p) => p.slots(),
             Evaluator::Docker(d) => d.slots(),
+            Evaluator::Basilica(b) => b.slots(),
         }
     }
 
@@ -198,6 +202,7 @@ impl Evaluator {
         match self {
             Evaluator::InProcess(p) => p.free_slots(),
             Evaluator::Docker(d) => d.free_slots(),
+            Evaluator::Basilica(b) => b.free_slots(),
         }
     }
 
@@ -206,6 +211,7 @@ impl Evaluator {
         match self {
             Evaluator::InProcess(p) => p.in_flight(),
             Evaluator::Docker(d) => d.in_flight(),
+            Evaluator::Basilica(b) => b.in_flight(),
         }
     }
 
@@ -214,6 +220,7 @@ impl Evaluator {
         match self {
             Evaluator::InProcess(p) => p.stop_episodes(),
             Evaluator::Docker(d) => d.stop_episodes(),
+            Evaluator::Basilica(b) => b.stop_episodes(),
         }
     }
 
@@ -223,13 +230,16 @@ impl Evaluator {
         match self {
             Evaluator::InProcess(p) => p.run(task).boxed(),
             Evaluator::Docker(d) => d.run(task),
+            Evaluator::Basilica(b) => b.run(task),
         }
     }
 
     /// Releases what the evaluator holds outside this process (the docker mode's containers).
     pub async fn shutdown(&self) {
-        if let Evaluator::Docker(d) = self {
-            d.shutdown().await;
+        match self {
+            Evaluator::InProcess(_) => {}
+            Evaluator::Docker(d) => d.shutdown().await,
+            Evaluator::Basilica(b) => b.shutdown().await,
         }
     }
 }
