@@ -1238,3 +1238,109 @@ async fn a_failed_basilica_deployment_is_a_clear_start_up_error() {
     assert!(stderr(&o).contains("BASILICA_API_TOKEN"), "{}", stderr(&o));
     fake.server.stop(false).await;
 }
+
+/// Makes a CA, an engine certificate for 127.0.0.1 and a client certificate with openssl, in the
+/// file names the Docker CLI uses (`ca.pem`, `cert.pem`, `key.pem` for the client).
+fn engine_certificates(dir: &std::path::Path) {
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca-key.pem -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server-key.pem -out server.csr 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile server.ext -out server.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout key.pem -out client.csr 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\n' > client.ext
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile client.ext -out cert.pem 2>/dev/null
+"#;
+    let o = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[actix_web::test]
+async fn a_tls_engine_is_reached_with_the_docker_cli_s_certificates() {
+    let image = image();
+    let certs = tempfile::tempdir().unwrap();
+    engine_certificates(certs.path());
+    let port = free_port();
+    let d = certs.path().display();
+    let _engine = spawn(
+        "socat",
+        &[
+            // The executor verifies the engine against ca.pem. socat 1.7.4 cannot ask for the
+            // client's certificate here (its OpenSSL server fails rustls' handshake with "session
+            // id context uninitialized"), so client authentication is left to real engines.
+            &format!("OPENSSL-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,cert={d}/server.pem,key={d}/server-key.pem,verify=0"),
+            "UNIX-CONNECT:/var/run/docker.sock",
+        ],
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "socat did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_expert, expert) = miner("expert", 0);
+    let tasks: Vec<_> = (0..2)
+        .map(|i| (uuid(i), expert.clone(), "metaworld/reach-v3", 70 + i as i64))
+        .collect();
+    let url = fresh_database().await;
+    add_tasks(&url, &tasks).await;
+    let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
+    let spool = tempfile::tempdir().unwrap();
+    let mut env = docker_env(image);
+    env.push((
+        "KINITRO_EXECUTOR_EVAL_HOSTS".into(),
+        json!([format!("tcp://127.0.0.1:{port}")]).to_string(),
+    ));
+    env.push(("DOCKER_TLS_VERIFY".into(), "1".into()));
+    env.push(("DOCKER_CERT_PATH".into(), d.to_string()));
+    let id = format!("ex-tls-{port}");
+    let mut ex = executor(api.port, &id, spool.path(), &env);
+    let rows = wait_terminal(&url, 120).await;
+    for r in &rows {
+        assert_eq!(
+            (r.status.as_str(), r.result()["success"].clone()),
+            ("completed", json!(true)),
+            "{r:?}"
+        );
+    }
+    assert!(ex.terminate(60));
+    assert!(
+        containers_of(&id).is_empty(),
+        "removed through the TLS engine too"
+    );
+
+    // Without TLS the engine does not answer: a clear start-up error.
+    let hosts = json!([format!("tcp://127.0.0.1:{port}")]).to_string();
+    let spool_dir = spool.path().to_str().unwrap().to_string();
+    let o = tokio::task::spawn_blocking(move || {
+        kinitro(
+            &[
+                "executor",
+                "--api-url",
+                "http://127.0.0.1:1",
+                "--eval-mode",
+                "docker",
+            ],
+            &[
+                ("KINITRO_EXECUTOR_EVAL_HOSTS", hosts.as_str()),
+                ("KINITRO_EXECUTOR_SPOOL_DIR", spool_dir.as_str()),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "Docker engine not reachable at tcp://127.0.0.1:{port}"
+        )),
+        "{}",
+        stderr(&o)
+    );
+}

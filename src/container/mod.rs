@@ -19,6 +19,20 @@ pub fn local_engine_uri() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
 }
 
+/// Where the client certificates of remote engines are, when TLS is on: as the Docker CLI does,
+/// `DOCKER_TLS_VERIFY` (set, not `0` or empty) switches it on and `DOCKER_CERT_PATH` (default
+/// `~/.docker`) holds `ca.pem`, `cert.pem` and `key.pem`; the engine's certificate is verified
+/// against `ca.pem` and its host name.
+pub fn engine_tls_dir() -> Option<std::path::PathBuf> {
+    let on = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
+    on.then(|| match std::env::var_os("DOCKER_CERT_PATH") {
+        Some(dir) => dir.into(),
+        None => {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".docker")
+        }
+    })
+}
+
 /// A connected engine, with the API version both sides speak.
 #[derive(Clone)]
 pub struct Engine {
@@ -41,6 +55,15 @@ pub async fn connect(host: &str, timeout_secs: u64) -> Result<Engine, String> {
         |e: &dyn std::fmt::Display| format!("Docker engine not reachable at {uri}: {e}");
     let docker = if let Some(path) = uri.strip_prefix("unix://") {
         Docker::connect_with_unix(path, timeout_secs, bollard::API_DEFAULT_VERSION)
+    } else if let (true, Some(certs)) = (uri.starts_with("tcp://"), engine_tls_dir()) {
+        Docker::connect_with_ssl(
+            &uri,
+            &certs.join("key.pem"),
+            &certs.join("cert.pem"),
+            &certs.join("ca.pem"),
+            timeout_secs,
+            bollard::API_DEFAULT_VERSION,
+        )
     } else if uri.starts_with("tcp://") || uri.starts_with("http://") {
         Docker::connect_with_http(&uri, timeout_secs, bollard::API_DEFAULT_VERSION)
     } else {
