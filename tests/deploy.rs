@@ -104,6 +104,99 @@ fn regex_vars(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether `.dockerignore` keeps `path` out of the build context: the last rule that matches the path
+/// or one of its parent directories wins (`!` re-includes), as Docker's pattern matcher does.
+fn dockerignored(rules: &str, path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let mut excluded = false;
+    for rule in rules
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (negated, pattern) = match rule.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, rule),
+        };
+        let pattern: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+        if (1..=parts.len()).any(|n| glob_path(&pattern, &parts[..n])) {
+            excluded = !negated;
+        }
+    }
+    excluded
+}
+
+/// Path segments against pattern segments; `**` spans any number of segments.
+fn glob_path(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((&"**", rest)) => (0..=path.len()).any(|i| glob_path(rest, &path[i..])),
+        Some((first, rest)) => {
+            !path.is_empty()
+                && glob_segment(first.as_bytes(), path[0].as_bytes())
+                && glob_path(rest, &path[1..])
+        }
+    }
+}
+
+/// One segment: `*` any run of characters, `?` one character.
+fn glob_segment(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| glob_segment(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && glob_segment(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && glob_segment(rest, &s[1..]),
+    }
+}
+
+/// Issue 23 item 12: the compose substitution file holds the database password and the API key; it
+/// must never be committed, nor copied into an image layer by the Dockerfile's `COPY . .`.
+#[test]
+fn secrets_stay_out_of_git_and_of_the_docker_build_context() {
+    for path in ["deploy/.env", ".env"] {
+        let out = Command::new("git")
+            .args(["check-ignore", "-q", "--no-index", path])
+            .current_dir(repo())
+            .status()
+            .unwrap();
+        assert!(out.success(), "{path} is not git-ignored");
+    }
+    let rules = std::fs::read_to_string(repo().join(".dockerignore"))
+        .expect("a .dockerignore beside the build context's root");
+    for path in [
+        ".env",
+        "deploy/.env",
+        "config/.env",
+        "target/release/kinitro",
+        "third_party/mujoco/lib/libmujoco.so.3.17.0",
+        ".git/config",
+        ".deps/x",
+        "deploy/tls/privkey.pem",
+    ] {
+        assert!(
+            dockerignored(&rules, path),
+            "{path} would be sent to docker build"
+        );
+    }
+    // What the build needs stays in the context.
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        ".cargo/config.toml",
+        "src/main.rs",
+        "migrations/x/up.sql",
+        "deploy/setup.sh",
+        "deploy/Dockerfile",
+        "deploy/.env.example",
+    ] {
+        assert!(
+            !dockerignored(&rules, path),
+            "{path} is needed by docker build"
+        );
+    }
+}
+
 #[test]
 fn dockerfile_runs_kinitro_as_cmd_with_a_healthcheck() {
     let d = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
