@@ -33,53 +33,67 @@ fn tool(name: &str) -> bool {
     found
 }
 
+/// A copy of deploy/ with the example `.env` and `database.env` in place, as an operator sets it up.
+fn deploy_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("deploy");
+    std::fs::create_dir(&d).unwrap();
+    for (from, to) in [
+        ("docker-compose.backend.yml", "docker-compose.backend.yml"),
+        ("docker-compose.single.yml", "docker-compose.single.yml"),
+        ("prometheus.yml", "prometheus.yml"),
+        (".env.example", ".env"),
+        ("database.env.example", "database.env"),
+    ] {
+        std::fs::copy(repo().join("deploy").join(from), d.join(to)).unwrap();
+    }
+    dir
+}
+
+fn compose_config(dir: &Path, file: &str, extra: &[&str]) -> String {
+    let out = Command::new("docker-compose")
+        .arg("-f")
+        .arg(dir.join("deploy").join(file))
+        .args(extra)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn compose_files_validate() {
     if !tool("docker-compose") {
         return;
     }
-    for file in [
-        "deploy/docker-compose.backend.yml",
-        "deploy/docker-compose.single.yml",
-    ] {
-        let out = Command::new("docker-compose")
-            .args(["-f", file, "--env-file", "deploy/.env.example", "config"])
-            .current_dir(repo())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let dir = deploy_copy();
+    for file in ["docker-compose.backend.yml", "docker-compose.single.yml"] {
+        let text = compose_config(dir.path(), file, &[]);
         assert!(
             text.contains("KINITRO_API_API_KEY: change-me-too"),
             "{file} must pass the API key:\n{text}"
         );
     }
-    let out = Command::new("docker-compose")
-        .args([
-            "-f",
-            "deploy/docker-compose.backend.yml",
-            "--env-file",
-            "deploy/.env.example",
-            "--profile",
-            "monitoring",
-            "config",
-            "--services",
-        ])
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    let services: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+    let text = compose_config(
+        dir.path(),
+        "docker-compose.backend.yml",
+        &["--profile", "monitoring"],
+    );
+    let services: BTreeSet<String> = text
         .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.strip_suffix(':'))
+        .filter(|l| !l.starts_with(' '))
         .map(String::from)
         .collect();
     let want: BTreeSet<String> = ["api", "executor", "postgres", "prometheus", "scheduler"]
         .map(String::from)
         .into();
-    assert_eq!(services, want);
+    assert!(want.is_subset(&services), "{services:?}");
     // Every variable the compose file substitutes is in the example .env.
     let compose =
         std::fs::read_to_string(repo().join("deploy/docker-compose.backend.yml")).unwrap();
@@ -90,6 +104,101 @@ fn compose_files_validate() {
             "{var} missing from deploy/.env.example"
         );
     }
+}
+
+/// Issue 23 items 3 and 6: nothing is published beyond loopback (nginx is the public door), and the
+/// database password is never on a command line: it reaches postgres, api and scheduler through
+/// their environment file, and no other service.
+#[test]
+fn compose_publishes_on_loopback_and_keeps_the_database_password_off_command_lines() {
+    for file in [
+        "deploy/docker-compose.backend.yml",
+        "deploy/docker-compose.single.yml",
+    ] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let mut in_ports = false;
+        let mut published = 0;
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            let trimmed = line.trim();
+            if trimmed == "ports:" {
+                in_ports = true;
+                continue;
+            }
+            if in_ports && trimmed.starts_with("- ") {
+                let port = trimmed[2..].trim_matches('"');
+                assert!(
+                    port.starts_with("127.0.0.1:"),
+                    "{file} publishes {port} beyond loopback"
+                );
+                published += 1;
+            } else {
+                in_ports = false;
+            }
+            assert!(
+                !trimmed.contains("--database-url") && !trimmed.contains("POSTGRES_PASSWORD}"),
+                "{file}: a database URL or password on a command line: {trimmed}"
+            );
+        }
+        assert!(published > 0, "{file} publishes the API");
+    }
+    let example = std::fs::read_to_string(repo().join("deploy/database.env.example")).unwrap();
+    let value = |name: &str| {
+        example
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in deploy/database.env.example"))
+            .to_string()
+    };
+    let password = value("POSTGRES_PASSWORD");
+    assert!(
+        value("KINITRO_DATABASE_URL").contains(&format!(":{password}@postgres/")),
+        "the example URL carries the example password"
+    );
+    if !tool("docker-compose") {
+        return;
+    }
+    let dir = deploy_copy();
+    // A password that nothing else in the files contains.
+    let marker = "pw-only-in-database-env-7f3a";
+    let copy = dir.path().join("deploy/database.env");
+    std::fs::write(&copy, example.replace(&password, marker)).unwrap();
+    let password = marker;
+    let text = compose_config(
+        dir.path(),
+        "docker-compose.backend.yml",
+        &["--profile", "monitoring"],
+    );
+    // Rendered: the password appears only as an environment variable, of the three services.
+    let mut service = "";
+    let mut holders = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
+            if !name.starts_with(' ') {
+                service = name;
+            }
+        }
+        if line.contains(password) {
+            let t = line.trim();
+            assert!(
+                t.starts_with("POSTGRES_PASSWORD: ") || t.starts_with("KINITRO_DATABASE_URL: "),
+                "the database password outside the environment: {t}"
+            );
+            holders.insert(service.to_string());
+        }
+        if line.trim_start().starts_with("- ") && (line.contains(":8000") || line.contains(":9090"))
+        {
+            assert!(
+                line.contains("127.0.0.1:"),
+                "published beyond loopback: {line}"
+            );
+        }
+    }
+    assert_eq!(
+        holders,
+        ["api", "postgres", "scheduler"].map(String::from).into(),
+        "who gets the database password"
+    );
+    assert!(text.contains("KINITRO_DATABASE_URL: postgresql://kinitro:"));
 }
 
 /// `${NAME…}` substitutions of a compose file.
@@ -153,7 +262,7 @@ fn glob_segment(p: &[u8], s: &[u8]) -> bool {
 /// must never be committed, nor copied into an image layer by the Dockerfile's `COPY . .`.
 #[test]
 fn secrets_stay_out_of_git_and_of_the_docker_build_context() {
-    for path in ["deploy/.env", ".env"] {
+    for path in ["deploy/.env", "deploy/database.env", ".env"] {
         let out = Command::new("git")
             .args(["check-ignore", "-q", "--no-index", path])
             .current_dir(repo())
@@ -166,6 +275,7 @@ fn secrets_stay_out_of_git_and_of_the_docker_build_context() {
     for path in [
         ".env",
         "deploy/.env",
+        "deploy/database.env",
         "config/.env",
         "target/release/kinitro",
         "third_party/mujoco/lib/libmujoco.so.3.17.0",
