@@ -12,8 +12,14 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use kinitro::config::DatabaseUrl;
 use serde_json::{json, Value};
 
-const KEY: &str = "s3cret";
-const AUTH: (&str, &str) = ("Authorization", "Bearer s3cret");
+/// At least 32 characters: the API refuses shorter keys.
+const KEY: &str = "s3cret-key-of-the-api-tests-0123456789abcdef";
+const AUTH: (&str, &str) = (
+    "Authorization",
+    "Bearer s3cret-key-of-the-api-tests-0123456789abcdef",
+);
+/// A second key (rotation).
+const OLD_KEY: &str = "old-key-of-the-api-tests-0123456789abcdef";
 
 /// Cycle 1 completed (block 12300, weights, scores), cycle 2 running (block 12345) with 6 tasks,
 /// registry snapshots for both, and a fresh scheduler heartbeat.
@@ -54,7 +60,10 @@ async fn seeded() -> DatabaseUrl {
 }
 
 fn api(url: &DatabaseUrl) -> ApiProcess {
-    ApiProcess::start(url, &[("KINITRO_API_API_KEY", &format!("old-key, {KEY}"))])
+    ApiProcess::start(
+        url,
+        &[("KINITRO_API_API_KEY", &format!("{OLD_KEY}, {KEY}"))],
+    )
 }
 
 fn post(p: &ApiProcess, path: &str, body: &Value) -> common::Resp {
@@ -325,7 +334,7 @@ async fn authentication_comes_first() {
         (401, json!({"detail": "Invalid API key"})),
         "a client without a key learns nothing of its body"
     );
-    for key in ["old-key", KEY] {
+    for key in [OLD_KEY, KEY] {
         let r = http(
             p.port,
             "POST",

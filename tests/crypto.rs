@@ -8,6 +8,22 @@ use common::{kinitro, stderr, stdout};
 
 const ID: &str = "95edf2b6-e18b-400a-8398-5573df10e5e4";
 
+/// Issue 23 item 7: a random API key long enough for the API.
+#[test]
+fn generate_api_key_prints_64_random_hex_characters() {
+    let key = || {
+        let o = kinitro(&["crypto", "generate-api-key"], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_string()
+    };
+    let (a, b) = (key(), key());
+    assert_eq!(a.len(), 64, "{a}");
+    assert!(a
+        .bytes()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert_ne!(a, b);
+}
+
 #[test]
 fn keys_encryption_and_commitments() {
     let dir = tempfile::tempdir().unwrap();

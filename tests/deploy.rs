@@ -33,7 +33,11 @@ fn tool(name: &str) -> bool {
     found
 }
 
-/// A copy of deploy/ with the example `.env` and `database.env` in place, as an operator sets it up.
+/// The API key an operator puts into deploy/.env.
+const COMPOSE_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A copy of deploy/ with the example `.env` (its API key set) and `database.env` in place, as an
+/// operator sets it up.
 fn deploy_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("deploy");
@@ -47,6 +51,19 @@ fn deploy_copy() -> tempfile::TempDir {
     ] {
         std::fs::copy(repo().join("deploy").join(from), d.join(to)).unwrap();
     }
+    let env = std::fs::read_to_string(d.join(".env")).unwrap();
+    assert!(
+        env.contains("\nKINITRO_API_KEY=\n"),
+        "the example's key is empty"
+    );
+    std::fs::write(
+        d.join(".env"),
+        env.replace(
+            "\nKINITRO_API_KEY=\n",
+            &format!("\nKINITRO_API_KEY={COMPOSE_KEY}\n"),
+        ),
+    )
+    .unwrap();
     dir
 }
 
@@ -75,8 +92,23 @@ fn compose_files_validate() {
     for file in ["docker-compose.backend.yml", "docker-compose.single.yml"] {
         let text = compose_config(dir.path(), file, &[]);
         assert!(
-            text.contains("KINITRO_API_API_KEY: change-me-too"),
+            text.contains(&format!("KINITRO_API_API_KEY: {COMPOSE_KEY}")),
             "{file} must pass the API key:\n{text}"
+        );
+        // Unedited, the example has no key, and compose refuses to start (issue 23 item 7).
+        let out = Command::new("docker-compose")
+            .arg("-f")
+            .arg(repo().join("deploy").join(file))
+            .arg("--env-file")
+            .arg(repo().join("deploy/.env.example"))
+            .arg("config")
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("set KINITRO_API_KEY"),
+            "{file} with the example's empty key: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
     let text = compose_config(

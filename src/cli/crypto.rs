@@ -66,6 +66,8 @@ pub enum CryptoCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Print a random API key (64 hex characters, 256 bits) for KINITRO_API_API_KEY
+    GenerateApiKey,
     /// Print the public key of a private key
     ShowPublicKey(PrivateKeyArgs),
     /// Encrypt a deployment UUID for a backend public key
@@ -190,6 +192,10 @@ pub fn execute(cmd: CryptoCommand) -> CommandResult {
                 priv_path.display(),
                 priv_path.display()
             );
+        }
+        CryptoCommand::GenerateApiKey => {
+            let key: [u8; 32] = rand::random();
+            println!("{}", hex::encode(key));
         }
         CryptoCommand::ShowPublicKey(key) => {
             println!("{}", hex::encode(public_key(&key.require()?)))
