@@ -407,6 +407,26 @@ fn nginx_configuration_passes_nginx_t() {
         site.contains("limit_req zone=kinitro_public"),
         "rate limiting on the public endpoints"
     );
+    // Issue 23 item 14. The headers sit in the TLS server block, and no location has its own
+    // add_header (which would drop the inherited ones).
+    let tls = &site[site.find("listen 443").expect("a TLS server")..];
+    for line in [
+        "server_tokens off;",
+        "add_header Strict-Transport-Security \"max-age=31536000; includeSubDomains\" always;",
+        "add_header X-Content-Type-Options \"nosniff\" always;",
+    ] {
+        assert!(tls.contains(line), "nginx TLS server lacks {line}");
+    }
+    assert_eq!(
+        site.matches("add_header").count(),
+        2,
+        "add_header only at server level"
+    );
+    assert_eq!(
+        site.matches("server_tokens off;").count(),
+        2,
+        "both servers"
+    );
     std::fs::write(p.join("kinitro.conf"), site).unwrap();
     std::fs::write(
         p.join("nginx.conf"),
@@ -447,6 +467,47 @@ fn systemd_units_verify() {
         ] {
             assert!(text.contains(key), "{}: {key}", u.display());
         }
+        // Issue 23 item 14: the sandbox, line by line.
+        let lines: BTreeSet<&str> = text.lines().map(str::trim).collect();
+        for key in [
+            "NoNewPrivileges=true",
+            "ProtectSystem=strict",
+            "ProtectHome=true",
+            "PrivateTmp=true",
+            "PrivateDevices=true",
+            "PrivateMounts=true",
+            "ProtectKernelTunables=true",
+            "ProtectKernelModules=true",
+            "ProtectKernelLogs=true",
+            "ProtectControlGroups=true",
+            "ProtectClock=true",
+            "ProtectHostname=true",
+            "ProtectProc=invisible",
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+            "RestrictNamespaces=true",
+            "RestrictRealtime=true",
+            "RestrictSUIDSGID=true",
+            "LockPersonality=true",
+            "RemoveIPC=true",
+            "SystemCallArchitectures=native",
+            "SystemCallFilter=@system-service",
+            "SystemCallFilter=~@privileged",
+            "CapabilityBoundingSet=",
+            "AmbientCapabilities=",
+            "UMask=0077",
+        ] {
+            assert!(lines.contains(key), "{}: {key}", u.display());
+        }
+        // Mesa's software renderer JITs: only the services that render may map W+X memory.
+        let renders = ["executor", "run"]
+            .iter()
+            .any(|s| u.ends_with(format!("kinitro-{s}.service")));
+        assert_eq!(
+            lines.contains("MemoryDenyWriteExecute=true"),
+            !renders,
+            "{}: MemoryDenyWriteExecute",
+            u.display()
+        );
     }
     let works = Command::new("systemd-analyze")
         .arg("--version")
@@ -487,6 +548,31 @@ fn systemd_units_verify() {
     assert!(unit_errors.is_empty(), "systemd-analyze verify:\n{text}");
     if !out.status.success() {
         eprintln!("systemd-analyze verify reported only environment problems (no running systemd here):\n{text}");
+    }
+    // `systemd-analyze security` rates each unit "OK" or better, at most 2.0 (issue 23 item 14).
+    for copy in &copies {
+        let out = Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(copy)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(overall) = text.lines().find(|l| l.contains("Overall exposure level")) else {
+            eprintln!(
+                "SKIPPED: systemd-analyze security --offline is not available: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        };
+        eprintln!("{overall}");
+        let mut words = overall.rsplit(": ").next().unwrap().split_whitespace();
+        let exposure: f64 = words.next().unwrap().parse().unwrap();
+        let rating = words.next().unwrap();
+        assert!(
+            exposure <= 2.0 && ["SAFE", "OK"].contains(&rating),
+            "{}: {overall}",
+            copy.display()
+        );
     }
 }
 
