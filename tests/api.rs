@@ -942,3 +942,73 @@ async fn openapi_document_lists_exactly_the_served_routes() {
         assert_eq!(r.status, 200, "{method} {concrete}: {}", r.body);
     }
 }
+
+/// The keys of one JSON object, in order, duplicates kept (serde_json's `Value` keeps only the last).
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, _)) = m.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(k);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A JSON log line never repeats a key: the "database ready" line used to carry its own `target`
+/// beside the formatter's (issue 23).
+#[tokio::test(flavor = "multi_thread")]
+async fn json_log_lines_have_no_duplicate_keys() {
+    let url = fresh_database().await;
+    let port = common::free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinitro"))
+        .args([
+            "api",
+            "--database-url",
+            url.as_str(),
+            "--port",
+            &port.to_string(),
+        ])
+        .args([
+            "--workers",
+            "1",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ])
+        .env("KINITRO_API_API_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let up = common::wait_http_ok(port, "/v1/status", 30);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "kinitro api did not start");
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let mut ready = false;
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        let Keys(keys) = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "a repeated key: {line}");
+        ready |=
+            line.contains("\"message\":\"database ready\"") && keys.contains(&"database".into());
+    }
+    assert!(
+        ready,
+        "no database ready line with a database field:\n{text}"
+    );
+}

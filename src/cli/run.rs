@@ -132,7 +132,7 @@ async fn serve(
     assets: Option<std::path::PathBuf>,
 ) -> CommandResult {
     let applied = db::prepare(url).await?;
-    tracing::info!(applied, target = %url.target(), "database ready");
+    tracing::info!(applied, database = %url.target(), "database ready");
     let pool = db::pool(url, config.api.db_pool_size)?;
     // One registry for every part of the process (docs/api.md §4.12).
     let metrics = std::sync::Arc::new(api::metrics::Metrics::new());
