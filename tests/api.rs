@@ -1012,3 +1012,48 @@ async fn json_log_lines_have_no_duplicate_keys() {
         "no database ready line with a database field:\n{text}"
     );
 }
+
+/// Issue 23 item 2: label values never come from the client: any method outside the standard ones is
+/// `other`, and the route is the matched pattern or `unmatched`, never the raw path.
+#[tokio::test(flavor = "multi_thread")]
+async fn metric_labels_are_bounded_whatever_the_client_sends() {
+    let url = fresh_database().await;
+    let p = api(&url);
+    for (method, path) in [
+        ("FOOBAR", "/v1/status"),
+        ("XMETHOD42", "/nowhere/7f3a9c"),
+        ("PATCH", "/v1/weights/424242"),
+        ("GET", "/v1/scores/987654"),
+        ("GET", "/v1/no-such-route-5e1d"),
+    ] {
+        let r = http(p.port, method, path, &[], None);
+        assert!(r.status >= 200, "{method} {path}");
+    }
+    let body = http(p.port, "GET", "/metrics", &[], None).body;
+    let lines: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("kinitro_http_request_duration_seconds"))
+        .collect();
+    let all = lines.join("\n");
+    for raw in ["FOOBAR", "XMETHOD42", "7f3a9c", "424242", "987654", "5e1d"] {
+        assert!(!all.contains(raw), "{raw} became a label:\n{all}");
+    }
+    for want in [
+        r#"method="other",route="/v1/status""#,
+        r#"method="other",route="unmatched""#,
+        r#"method="PATCH",route="/v1/weights/{block}""#,
+        r#"method="GET",route="/v1/scores/{cycle_id}""#,
+        r#"method="GET",route="unmatched""#,
+    ] {
+        assert!(all.contains(want), "no series with {want}:\n{all}");
+    }
+    for line in &lines {
+        if let Some(m) = line.split("method=\"").nth(1) {
+            let m = m.split('"').next().unwrap();
+            assert!(
+                ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "other"].contains(&m),
+                "{line}"
+            );
+        }
+    }
+}
