@@ -18,7 +18,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kinitro-target}"
 bin="$CARGO_TARGET_DIR/release/kinitro"
 data="$(mktemp -d /tmp/kinitro-load-XXXX)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-KINITRO_EXECUTOR_POOLS=0 KINITRO_API_API_KEY=bench "$bin" run --data-dir "$data" --host 127.0.0.1 --port "$port" \
+KINITRO_EXECUTOR_POOLS=0 KINITRO_API_API_KEY=bench-key-0123456789abcdef0123456789 "$bin" run --data-dir "$data" --host 127.0.0.1 --port "$port" \
   --log-level warning >"$data/run.log" 2>&1 &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
@@ -44,7 +44,7 @@ lua="$data/fetch.lua"
 cat >"$lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench"
+wrk.headers["Authorization"] = "Bearer bench-key-0123456789abcdef0123456789"
 counter = 0
 request = function()
   counter = counter + 1

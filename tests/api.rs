@@ -12,8 +12,14 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use kinitro::config::DatabaseUrl;
 use serde_json::{json, Value};
 
-const KEY: &str = "s3cret";
-const AUTH: (&str, &str) = ("Authorization", "Bearer s3cret");
+/// At least 32 characters: the API refuses shorter keys.
+const KEY: &str = "s3cret-key-of-the-api-tests-0123456789abcdef";
+const AUTH: (&str, &str) = (
+    "Authorization",
+    "Bearer s3cret-key-of-the-api-tests-0123456789abcdef",
+);
+/// A second key (rotation).
+const OLD_KEY: &str = "old-key-of-the-api-tests-0123456789abcdef";
 
 /// Cycle 1 completed (block 12300, weights, scores), cycle 2 running (block 12345) with 6 tasks,
 /// registry snapshots for both, and a fresh scheduler heartbeat.
@@ -54,7 +60,10 @@ async fn seeded() -> DatabaseUrl {
 }
 
 fn api(url: &DatabaseUrl) -> ApiProcess {
-    ApiProcess::start(url, &[("KINITRO_API_API_KEY", &format!("old-key, {KEY}"))])
+    ApiProcess::start(
+        url,
+        &[("KINITRO_API_API_KEY", &format!("{OLD_KEY}, {KEY}"))],
+    )
 }
 
 fn post(p: &ApiProcess, path: &str, body: &Value) -> common::Resp {
@@ -325,7 +334,7 @@ async fn authentication_comes_first() {
         (401, json!({"detail": "Invalid API key"})),
         "a client without a key learns nothing of its body"
     );
-    for key in ["old-key", KEY] {
+    for key in [OLD_KEY, KEY] {
         let r = http(
             p.port,
             "POST",
@@ -931,5 +940,120 @@ async fn openapi_document_lists_exactly_the_served_routes() {
         );
         let r = http(p.port, method, &concrete, &[AUTH], body);
         assert_eq!(r.status, 200, "{method} {concrete}: {}", r.body);
+    }
+}
+
+/// The keys of one JSON object, in order, duplicates kept (serde_json's `Value` keeps only the last).
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, _)) = m.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(k);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A JSON log line never repeats a key: the "database ready" line used to carry its own `target`
+/// beside the formatter's (issue 23).
+#[tokio::test(flavor = "multi_thread")]
+async fn json_log_lines_have_no_duplicate_keys() {
+    let url = fresh_database().await;
+    let port = common::free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinitro"))
+        .args([
+            "api",
+            "--database-url",
+            url.as_str(),
+            "--port",
+            &port.to_string(),
+        ])
+        .args([
+            "--workers",
+            "1",
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+        ])
+        .env("KINITRO_API_API_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let up = common::wait_http_ok(port, "/v1/status", 30);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "kinitro api did not start");
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let mut ready = false;
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        let Keys(keys) = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "a repeated key: {line}");
+        ready |=
+            line.contains("\"message\":\"database ready\"") && keys.contains(&"database".into());
+    }
+    assert!(
+        ready,
+        "no database ready line with a database field:\n{text}"
+    );
+}
+
+/// Issue 23 item 2: label values never come from the client: any method outside the standard ones is
+/// `other`, and the route is the matched pattern or `unmatched`, never the raw path.
+#[tokio::test(flavor = "multi_thread")]
+async fn metric_labels_are_bounded_whatever_the_client_sends() {
+    let url = fresh_database().await;
+    let p = api(&url);
+    for (method, path) in [
+        ("FOOBAR", "/v1/status"),
+        ("XMETHOD42", "/nowhere/7f3a9c"),
+        ("PATCH", "/v1/weights/424242"),
+        ("GET", "/v1/scores/987654"),
+        ("GET", "/v1/no-such-route-5e1d"),
+    ] {
+        let r = http(p.port, method, path, &[], None);
+        assert!(r.status >= 200, "{method} {path}");
+    }
+    let body = http(p.port, "GET", "/metrics", &[], None).body;
+    let lines: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("kinitro_http_request_duration_seconds"))
+        .collect();
+    let all = lines.join("\n");
+    for raw in ["FOOBAR", "XMETHOD42", "7f3a9c", "424242", "987654", "5e1d"] {
+        assert!(!all.contains(raw), "{raw} became a label:\n{all}");
+    }
+    for want in [
+        r#"method="other",route="/v1/status""#,
+        r#"method="other",route="unmatched""#,
+        r#"method="PATCH",route="/v1/weights/{block}""#,
+        r#"method="GET",route="/v1/scores/{cycle_id}""#,
+        r#"method="GET",route="unmatched""#,
+    ] {
+        assert!(all.contains(want), "no series with {want}:\n{all}");
+    }
+    for line in &lines {
+        if let Some(m) = line.split("method=\"").nth(1) {
+            let m = m.split('"').next().unwrap();
+            assert!(
+                ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "other"].contains(&m),
+                "{line}"
+            );
+        }
     }
 }

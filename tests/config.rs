@@ -70,6 +70,37 @@ fn api_refuses_to_start_without_a_key() {
     );
 }
 
+/// Issue 23 item 7: a short key is refused with a clear error that does not echo it; the demo and
+/// --no-auth are the exceptions.
+#[test]
+fn api_refuses_a_short_key() {
+    let want = "error: KINITRO_API_API_KEY: the key is shorter than 32 characters; use a random key \
+                (`kinitro crypto generate-api-key`, or `openssl rand -hex 32`) or start with --no-auth";
+    for (args, var) in [
+        (&["api"][..], "KINITRO_API_API_KEY"),
+        (
+            &["run", "--database-url", "postgresql://u:p@127.0.0.1:1/x"][..],
+            "KINITRO_RUN_API_KEY",
+        ),
+    ] {
+        let o = kinitro(args, &[(var, "change-me-too")]);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(stderr(&o).trim(), want, "{args:?}");
+    }
+    // With --no-auth the key is not used, so its length does not matter: start-up goes on to the
+    // database (absent here).
+    let o = kinitro(
+        &[
+            "api",
+            "--no-auth",
+            "--database-url",
+            "postgresql://u:p@127.0.0.1:1/x",
+        ],
+        &[("KINITRO_API_API_KEY", "change-me-too")],
+    );
+    assert!(!stderr(&o).contains("shorter than"), "{}", stderr(&o));
+}
+
 #[test]
 fn every_command_group_is_in_the_help() {
     let o = kinitro(&["--help"], &[]);

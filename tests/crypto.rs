@@ -8,6 +8,85 @@ use common::{kinitro, stderr, stdout};
 
 const ID: &str = "95edf2b6-e18b-400a-8398-5573df10e5e4";
 
+/// `kinitro crypto … -f -` (or `-k -`) with the key on stdin.
+fn with_key_on_stdin(args: &[&str], key: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinitro"))
+        .args(args)
+        .env("KINITRO_LOG_FORMAT", "text")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{key}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 23 item 15: private keys come from a file or stdin; the deprecated inline form still works
+/// (the contract names it) but warns.
+#[test]
+fn private_keys_come_from_a_file_or_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = kinitro(&["crypto", "generate-keypair", "-o", d, "-n", "op"], &[]);
+    let public = stdout(&o).trim().to_string();
+    let file = dir.path().join("op");
+    let private = std::fs::read_to_string(&file).unwrap();
+    for flag in ["-f", "--private-key-file", "--key-file", "-k"] {
+        let o = with_key_on_stdin(&["crypto", "show-public-key", flag, "-"], &private);
+        assert!(o.status.success(), "{flag} -: {}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), public, "{flag} -");
+        assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    }
+    let o = kinitro(
+        &[
+            "crypto",
+            "show-public-key",
+            "--key-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(stdout(&o).trim(), public);
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let o = kinitro(&["crypto", "show-public-key", "-k", private.trim()], &[]);
+    assert_eq!(stdout(&o).trim(), public);
+    assert!(
+        stderr(&o).contains("warning: a private key on the command line is visible"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kinitro(&["crypto", "show-public-key"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--private-key-file PATH (or - for stdin)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 23 item 7: a random API key long enough for the API.
+#[test]
+fn generate_api_key_prints_64_random_hex_characters() {
+    let key = || {
+        let o = kinitro(&["crypto", "generate-api-key"], &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o).trim().to_string()
+    };
+    let (a, b) = (key(), key());
+    assert_eq!(a.len(), 64, "{a}");
+    assert!(a
+        .bytes()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert_ne!(a, b);
+}
+
 #[test]
 fn keys_encryption_and_commitments() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,7 +110,6 @@ fn keys_encryption_and_commitments() {
     );
     let o = kinitro(&["crypto", "generate-keypair", "-o", d, "-n", "op"], &[]);
     assert_eq!(o.status.code(), Some(1), "never overwrites without --force");
-    let private = std::fs::read_to_string(&private_path).unwrap();
 
     let o = kinitro(
         &[
@@ -47,7 +125,11 @@ fn keys_encryption_and_commitments() {
     let o = kinitro(&["crypto", "encrypt", "-d", ID, "-p", &public], &[]);
     let blob = stdout(&o).trim().to_string();
     assert_eq!(blob.len(), 80);
-    let o = kinitro(&["crypto", "decrypt", "--blob", &blob, "-k", &private], &[]);
+    let private_file = private_path.to_str().unwrap();
+    let o = kinitro(
+        &["crypto", "decrypt", "--blob", &blob, "-f", private_file],
+        &[],
+    );
     assert_eq!(stdout(&o).trim(), ID);
 
     let o = kinitro(
@@ -138,8 +220,8 @@ fn keys_encryption_and_commitments() {
             "decrypt",
             "--commitment",
             &format!("user/policy:abc123de:{ID}"),
-            "-k",
-            &private,
+            "-f",
+            private_file,
         ],
         &[],
     );
@@ -168,9 +250,9 @@ fn keys_encryption_and_commitments() {
         stderr(&o)
     );
 
-    let o = kinitro(&["crypto", "test-encryption", "-k", &private], &[]);
+    let o = kinitro(&["crypto", "test-encryption", "-f", private_file], &[]);
     assert!(stdout(&o).contains("round trip: ok"), "{}", stdout(&o));
-    let o = kinitro(&["crypto", "publish-public-key", "-k", &private], &[]);
+    let o = kinitro(&["crypto", "publish-public-key", "-f", private_file], &[]);
     assert_eq!(stdout(&o).trim(), format!(r#"{{"t":"pk","k":"{public}"}}"#));
     let o = kinitro(&["crypto", "encrypt", "-d", "abc123", "-p", &public], &[]);
     assert_eq!(stderr(&o).trim(), "error: Invalid UUID format: abc123");

@@ -16,7 +16,8 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use kinitro::config::DatabaseUrl;
 use serde_json::Value;
 
-const KEY: &str = "executor-test-key";
+/// At least 32 characters: the API refuses shorter keys.
+const KEY: &str = "executor-test-key-0123456789abcdef0123";
 
 struct Proc(Child);
 

@@ -139,13 +139,29 @@ pub async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.encode())
 }
 
+/// The `method` label: the standard methods by name, anything else `other`, so a client cannot mint
+/// label values (issue 23 item 2). The `route` label is the matched pattern or `unmatched`.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Times every request for `kinitro_http_request_duration_seconds` and logs it at DEBUG.
 async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let metrics = req
         .app_data::<web::Data<AppState>>()
@@ -154,7 +170,7 @@ async fn observe(
     let elapsed = start.elapsed();
     let status = res.status().as_u16();
     if let Some(m) = metrics {
-        m.http_request(&method, &route, status, elapsed.as_secs_f64());
+        m.http_request(method, &route, status, elapsed.as_secs_f64());
     }
     tracing::debug!(
         event = "http_request",

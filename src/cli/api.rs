@@ -50,7 +50,7 @@ pub fn execute(args: ApiArgs, level: Option<LogLevel>, format: Option<LogFormat>
         .expect("api always has a database URL");
     actix_web::rt::System::new().block_on(async move {
         let applied = db::migrate::run_pending(&url).await?;
-        tracing::info!(applied, target = %url.target(), "database ready");
+        tracing::info!(applied, database = %url.target(), "database ready");
         let pool = db::pool(&url, config.db_pool_size)?;
         let state = AppState::new(
             &config,

@@ -18,21 +18,39 @@ const DEFAULT_DEPLOYMENT: &str = "95edf2b6-e18b-400a-8398-5573df10e5e4";
 /// The chain's limit for one `Raw` commitment field.
 const COMMITMENT_LIMIT: usize = 128;
 
-/// A private key given inline or in a file.
+/// A private key read from a file or stdin (issue 23 item 15: a key on the command line is visible
+/// to every local user in ps and /proc, and stays in the shell history).
 #[derive(Debug, Args)]
 pub struct PrivateKeyArgs {
-    /// Private key, 64 hex characters
+    /// Deprecated: private key, 64 hex characters, on the command line (visible to other local
+    /// users); `-` reads it from stdin. Prefer --private-key-file
     #[arg(short = 'k', long, conflicts_with = "private_key_file")]
     pub private_key: Option<String>,
-    /// File holding the private key (hex; surrounding whitespace ignored)
-    #[arg(short = 'f', long)]
+    /// File holding the private key (hex; surrounding whitespace ignored), `-` for stdin
+    #[arg(short = 'f', long, visible_alias = "key-file")]
     pub private_key_file: Option<PathBuf>,
+}
+
+/// The key text on stdin.
+fn read_stdin() -> Result<String, Failure> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| Failure::runtime(format!("cannot read the private key from stdin: {e}")))?;
+    Ok(text)
 }
 
 impl PrivateKeyArgs {
     fn load(&self) -> Result<Option<[u8; 32]>, Failure> {
         let text = match (&self.private_key, &self.private_key_file) {
-            (Some(k), _) => k.clone(),
+            (Some(k), _) if k == "-" => read_stdin()?,
+            (Some(k), _) => {
+                eprintln!(
+                    "warning: a private key on the command line is visible to other local users (ps, /proc) \
+                     and kept in the shell history; use --private-key-file PATH, or - for stdin"
+                );
+                k.clone()
+            }
+            (None, Some(p)) if p.as_os_str() == "-" => read_stdin()?,
             (None, Some(p)) => std::fs::read_to_string(p)
                 .map_err(|e| Failure::runtime(format!("cannot read {}: {e}", p.display())))?,
             (None, None) => return Ok(None),
@@ -44,9 +62,7 @@ impl PrivateKeyArgs {
 
     fn require(&self) -> Result<[u8; 32], Failure> {
         self.load()?.ok_or_else(|| {
-            Failure::usage(
-                "a private key is required: --private-key HEX or --private-key-file PATH",
-            )
+            Failure::usage("a private key is required: --private-key-file PATH (or - for stdin)")
         })
     }
 }
@@ -66,6 +82,8 @@ pub enum CryptoCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Print a random API key (64 hex characters, 256 bits) for KINITRO_API_API_KEY
+    GenerateApiKey,
     /// Print the public key of a private key
     ShowPublicKey(PrivateKeyArgs),
     /// Encrypt a deployment UUID for a backend public key
@@ -190,6 +208,10 @@ pub fn execute(cmd: CryptoCommand) -> CommandResult {
                 priv_path.display(),
                 priv_path.display()
             );
+        }
+        CryptoCommand::GenerateApiKey => {
+            let key: [u8; 32] = rand::random();
+            println!("{}", hex::encode(key));
         }
         CryptoCommand::ShowPublicKey(key) => {
             println!("{}", hex::encode(public_key(&key.require()?)))

@@ -96,17 +96,46 @@ impl ApiConfig {
         })
     }
 
-    /// The API refuses to start without a key unless authentication is disabled (docs/api.md §2).
+    /// The API refuses to start without a key, or with a key shorter than [`MIN_API_KEY_CHARS`],
+    /// unless authentication is disabled (docs/api.md §2).
     pub fn check_auth(&self) -> Result<(), ConfigError> {
-        if self.auth_disabled || !self.api_keys.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(
+        self.check_keys(MIN_API_KEY_CHARS)
+    }
+
+    /// [`Self::check_auth`] with another minimum length (`kinitro run --demo` accepts any key).
+    pub fn check_keys(&self, min_chars: usize) -> Result<(), ConfigError> {
+        if self.auth_disabled {
+            return Ok(());
+        }
+        if self.api_keys.is_empty() {
+            return Err(ConfigError::Invalid(
                 "KINITRO_API_API_KEY is not set; set it or start with --no-auth".into(),
-            ))
+            ));
+        }
+        let n = self.api_keys.len();
+        match self
+            .api_keys
+            .iter()
+            .position(|k| k.chars().count() < min_chars)
+        {
+            // The key itself is never echoed.
+            Some(i) => Err(ConfigError::Invalid(format!(
+                "KINITRO_API_API_KEY: {} is shorter than {min_chars} characters; use a random key \
+                 (`kinitro crypto generate-api-key`, or `openssl rand -hex 32`) or start with --no-auth",
+                if n == 1 {
+                    "the key".to_string()
+                } else {
+                    format!("key {} of {n}", i + 1)
+                }
+            ))),
+            None => Ok(()),
         }
     }
 }
+
+/// The shortest API key the API accepts (issue 23 item 7): `kinitro crypto generate-api-key` makes 64
+/// hex characters (256 bits).
+pub const MIN_API_KEY_CHARS: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -140,14 +169,15 @@ mod tests {
 
     #[test]
     fn keys_rotation_and_auth_rule() {
+        let (a, b) = ("a".repeat(32), "b".repeat(40));
         let c = ApiConfig::resolve(
             &ApiFlags::default(),
             None,
             None,
-            &env(&[("KINITRO_API_API_KEY", "a, b,")]),
+            &env(&[("KINITRO_API_API_KEY", &format!("{a}, {b},"))]),
         )
         .unwrap();
-        assert_eq!(c.api_keys, vec!["a", "b"]);
+        assert_eq!(c.api_keys, vec![a.clone(), b]);
         assert!(c.check_auth().is_ok());
         let c = ApiConfig::resolve(&ApiFlags::default(), None, None, &env(&[])).unwrap();
         assert!(c.check_auth().is_err());
@@ -159,5 +189,43 @@ mod tests {
         )
         .unwrap();
         assert!(c.check_auth().is_ok());
+    }
+
+    #[test]
+    fn short_keys_are_refused_unless_auth_is_off() {
+        let resolve = |pairs: &[(&str, &str)]| {
+            ApiConfig::resolve(&ApiFlags::default(), None, None, &env(pairs)).unwrap()
+        };
+        let short = "x".repeat(MIN_API_KEY_CHARS - 1);
+        let err = resolve(&[("KINITRO_API_API_KEY", &short)])
+            .check_auth()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "KINITRO_API_API_KEY: the key is shorter than 32 characters; use a random key \
+             (`kinitro crypto generate-api-key`, or `openssl rand -hex 32`) or start with --no-auth"
+        );
+        let long = "y".repeat(MIN_API_KEY_CHARS);
+        let err = resolve(&[("KINITRO_API_API_KEY", &format!("{long},{short}"))])
+            .check_auth()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("KINITRO_API_API_KEY: key 2 of 2 is shorter"),
+            "{err}"
+        );
+        assert!(!err.contains(&short));
+        assert!(resolve(&[("KINITRO_API_API_KEY", &long)])
+            .check_auth()
+            .is_ok());
+        let off = resolve(&[
+            ("KINITRO_API_API_KEY", "s3cret"),
+            ("KINITRO_API_AUTH_DISABLED", "true"),
+        ]);
+        assert!(off.check_auth().is_ok());
+        assert!(resolve(&[("KINITRO_API_API_KEY", "s3cret")])
+            .check_keys(1)
+            .is_ok());
     }
 }

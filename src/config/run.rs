@@ -61,19 +61,27 @@ pub struct RunConfig {
 impl RunConfig {
     /// Merges flags and environment: flag > `KINITRO_RUN_X` > `KINITRO_<SERVICE>_X` > generic > default.
     pub fn resolve(flags: &RunFlags) -> Result<Self, ConfigError> {
-        let run_env = Env::from_process(&["KINITRO_RUN_"]);
+        Self::resolve_from(flags, &Env::from_process)
+    }
+
+    /// The same with the environment taken from `env` (prefixes → layers), for tests.
+    pub fn resolve_from(
+        flags: &RunFlags,
+        env: &dyn Fn(&[&str]) -> Env,
+    ) -> Result<Self, ConfigError> {
+        let run_env = env(&["KINITRO_RUN_"]);
         let database_url = resolve_database_url(flags.database_url.clone(), &run_env, None)?;
         let api = ApiConfig::resolve(
             &flags.api,
             database_url.clone(),
             None,
-            &Env::from_process(&["KINITRO_RUN_", "KINITRO_API_"]),
+            &env(&["KINITRO_RUN_", "KINITRO_API_"]),
         )?;
         let scheduler = SchedulerConfig::resolve(
             &flags.scheduler,
             database_url.clone(),
             None,
-            &Env::from_process(&["KINITRO_RUN_", "KINITRO_SCHEDULER_"]),
+            &env(&["KINITRO_RUN_", "KINITRO_SCHEDULER_"]),
         )?;
         let executor_flags = ExecutorFlags {
             pools: flags.pools.clone(),
@@ -82,7 +90,7 @@ impl RunConfig {
         };
         let executor = ExecutorConfig::resolve(
             &executor_flags,
-            &Env::from_process(&["KINITRO_RUN_", "KINITRO_EXECUTOR_"]),
+            &env(&["KINITRO_RUN_", "KINITRO_EXECUTOR_"]),
         )?;
         let mut config = Self {
             database_url,
@@ -100,17 +108,23 @@ impl RunConfig {
             executor,
         };
         if config.demo {
-            config.apply_demo_defaults(flags)?;
+            config.apply_demo_defaults(flags, env)?;
         }
         Ok(config)
     }
 
     /// `--demo` (docs/configuration.md §3.4): short cycles of 2 episodes on the first three envs,
-    /// no images, the privileged state for the expert, loopback miners allowed, and no API key
-    /// needed when none is configured — each only where the operator did not set it.
-    fn apply_demo_defaults(&mut self, flags: &RunFlags) -> Result<(), ConfigError> {
-        let scheduler_env = Env::from_process(&["KINITRO_RUN_", "KINITRO_SCHEDULER_"]);
-        let executor_env = Env::from_process(&["KINITRO_RUN_", "KINITRO_EXECUTOR_"]);
+    /// no images, the privileged state for the expert, loopback miners allowed, no API key
+    /// needed when none is configured, and the API on 127.0.0.1 (auth may be off) — each only where
+    /// the operator did not set it.
+    fn apply_demo_defaults(
+        &mut self,
+        flags: &RunFlags,
+        env: &dyn Fn(&[&str]) -> Env,
+    ) -> Result<(), ConfigError> {
+        let api_env = env(&["KINITRO_RUN_", "KINITRO_API_"]);
+        let scheduler_env = env(&["KINITRO_RUN_", "KINITRO_SCHEDULER_"]);
+        let executor_env = env(&["KINITRO_RUN_", "KINITRO_EXECUTOR_"]);
         let unset = |env: &Env, name: &str| -> Result<bool, ConfigError> {
             Ok(env.get::<String>(name)?.is_none())
         };
@@ -143,6 +157,55 @@ impl RunConfig {
         if self.api.api_keys.is_empty() {
             self.api.auth_disabled = true;
         }
+        // Issue 23 item 10: a demo (often without auth) is not served to the network by default.
+        if flags.api.host.is_none() && unset(&api_env, "HOST")? {
+            self.api.host = "127.0.0.1".into();
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(flags: &RunFlags, pairs: &[(&str, &str)]) -> RunConfig {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RunConfig::resolve_from(flags, &|prefixes| {
+            Env::from_pairs(prefixes, pairs.iter().cloned())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_demo_binds_loopback_unless_the_operator_sets_a_host() {
+        let demo = RunFlags {
+            demo: true,
+            ..Default::default()
+        };
+        let c = resolve(&demo, &[]);
+        assert_eq!(c.api.host, "127.0.0.1");
+        assert!(c.api.auth_disabled);
+        for var in ["KINITRO_API_HOST", "KINITRO_RUN_HOST"] {
+            assert_eq!(
+                resolve(&demo, &[(var, "0.0.0.0")]).api.host,
+                "0.0.0.0",
+                "{var}"
+            );
+        }
+        let flagged = RunFlags {
+            demo: true,
+            api: ApiFlags {
+                host: Some("::".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(resolve(&flagged, &[]).api.host, "::");
+        // Without --demo the default is unchanged.
+        assert_eq!(resolve(&RunFlags::default(), &[]).api.host, "0.0.0.0");
     }
 }

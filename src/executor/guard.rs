@@ -1,5 +1,6 @@
 //! The address guard (executor.md 8): miner endpoints come from untrusted commitments, so hosts
-//! resolving to loopback, private, link-local, multicast or other non-public addresses are refused.
+//! resolving to loopback, private, link-local, multicast or other non-public addresses are refused,
+//! including IPv6 forms that reach them through an embedded IPv4 address (issue 23 item 11).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -28,17 +29,23 @@ pub fn public_v4(ip: Ipv4Addr) -> bool {
 /// Whether an IPv6 address is public (embedded IPv4 addresses are judged as IPv4).
 pub fn public_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     if let Some(v4) = ip.to_ipv4_mapped() {
         return public_v4(v4);
     }
+    // NAT64 well-known prefix 64:ff9b::/96.
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-        return public_v4(v4);
+        return public_v4(v4(s[6], s[7]));
     }
-    !(ip.is_unspecified()
-        || ip.is_loopback()
+    // 6to4 2002::/16: the relay delivers to the IPv4 address in bits 16..48.
+    if s[0] == 0x2002 {
+        return public_v4(v4(s[1], s[2]));
+    }
+    !(s[0..6] == [0, 0, 0, 0, 0, 0] // ::/96: `::`, `::1` and the deprecated IPv4-compatible addresses
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // 64:ff9b:1::/48, local-use NAT64
         || (s[0] & 0xfe00) == 0xfc00
         || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xffc0) == 0xfec0 // fec0::/10, deprecated site-local
         || (s[0] & 0xff00) == 0xff00
         || (s[0] == 0x2001 && s[1] == 0x0db8)
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]))
@@ -139,6 +146,79 @@ mod tests {
             "64:ff9b::808:808",
         ] {
             assert!(public(good.parse().unwrap()), "{good} is public");
+        }
+    }
+
+    #[test]
+    fn issue_23_ranges() {
+        for bad in [
+            "::a00:1",
+            "::8.8.8.8",
+            "::ffff",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff::1",
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            "2002:c0a8:101::1",
+            "2002::1",
+            "fec0::1",
+            "feff::1",
+        ] {
+            assert!(!public(bad.parse().unwrap()), "{bad} must be refused");
+        }
+        for good in ["2002:808:808::1", "64:ff9b:2::1", "fe00::1"] {
+            assert!(public(good.parse().unwrap()), "{good} is public");
+        }
+    }
+
+    /// An IPv6 address: `prefix_len` leading bits of `prefix`, the rest from `rest`.
+    fn in_prefix(prefix: u128, prefix_len: u32, rest: u128) -> Ipv6Addr {
+        let mask = u128::MAX.checked_shl(128 - prefix_len).unwrap_or(0);
+        Ipv6Addr::from((prefix & mask) | (rest & !mask))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_address_of_a_refused_v6_range_is_refused(rest: u128, which in 0usize..10) {
+            let (prefix, len) = [
+                (0u128, 96),                          // ::/96 (IPv4-compatible, ::, ::1)
+                (0x0064_ff9b_0001u128 << 80, 48),     // 64:ff9b:1::/48
+                (0xfec0u128 << 112, 10),              // fec0::/10
+                (0xfc00u128 << 112, 7),               // fc00::/7
+                (0xfe80u128 << 112, 10),              // fe80::/10
+                (0xff00u128 << 112, 8),               // ff00::/8
+                (0x2001_0db8u128 << 96, 32),          // 2001:db8::/32
+                (0x0100u128 << 112, 64),              // 100::/64
+                (0xffff_0a00_0000u128, 104),         // ::ffff:10.0.0.0/104 (IPv4-mapped)
+                (0x0064_ff9b_0000_0000_0000_0000_0a00_0000, 104), // 64:ff9b::10.0.0.0/104
+            ][which];
+            let ip = in_prefix(prefix, len, rest);
+            proptest::prop_assert!(!public_v6(ip), "{ip} must be refused");
+        }
+
+        #[test]
+        fn a_6to4_address_is_judged_by_its_ipv4_address(v4: u32, rest: u128) {
+            let ip = in_prefix((0x2002u128 << 112) | (u128::from(v4) << 80), 48, rest);
+            proptest::prop_assert_eq!(public_v6(ip), public_v4(Ipv4Addr::from(v4)), "{}", ip);
+        }
+
+        #[test]
+        fn embedded_ipv4_is_judged_as_ipv4(v4: u32) {
+            let v4 = Ipv4Addr::from(v4);
+            proptest::prop_assert_eq!(public_v6(v4.to_ipv6_mapped()), public_v4(v4));
+            let nat64 = in_prefix(0x0064_ff9b_0000u128 << 80, 96, u128::from(u32::from(v4)));
+            proptest::prop_assert_eq!(public_v6(nat64), public_v4(v4));
+            // IPv4-compatible (::a.b.c.d) is refused whatever the IPv4 address.
+            proptest::prop_assert!(!public_v6(v4.to_ipv6_compatible()));
+        }
+
+        #[test]
+        fn global_unicast_outside_the_special_ranges_is_public(rest: u128) {
+            // 2000::/3 without 2001:db8::/32 (documentation) and 2002::/16 (6to4, judged above).
+            let ip = in_prefix(0x2000u128 << 112, 3, rest);
+            let s = ip.segments();
+            proptest::prop_assume!(!(s[0] == 0x2001 && s[1] == 0x0db8) && s[0] != 0x2002);
+            proptest::prop_assert!(public_v6(ip), "{ip} is public");
         }
     }
 

@@ -34,6 +34,55 @@ pub fn result_json(r: &TaskResult) -> Value {
     })
 }
 
+/// The tasks of a fetch answer that this executor understands. One that is not is left to the stale
+/// reaper, which returns it to the pool, and logged by its `task_uuid` and the error with the value
+/// it complains about withheld: a task carries its secret `sim_seed`, which never goes into a log.
+fn claimed_tasks(answer: &Value) -> Vec<EpisodeTask> {
+    let Some(tasks) = answer["tasks"].as_array() else {
+        return Vec::new();
+    };
+    tasks
+        .iter()
+        .filter_map(|t| {
+            serde_json::from_value(t.clone())
+                .map_err(|e| {
+                    tracing::error!(
+                        task_uuid = t["task_uuid"].as_str(),
+                        error = %withhold_values(&e.to_string()),
+                        "claimed task not understood"
+                    )
+                })
+                .ok()
+        })
+        .collect()
+}
+
+/// A serde error message without the value it complains about: `invalid type: string "12",
+/// expected u64` → `invalid type: string (value withheld), expected u64`.
+fn withhold_values(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(at) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| i + m.len()))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let end = rest.find(", expected").unwrap_or(rest.len());
+        match rest[..end].find(['`', '"']) {
+            Some(quote) => {
+                out.push_str(&rest[..quote]);
+                out.push_str("(value withheld)");
+            }
+            None => out.push_str(&rest[..end]),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// One undelivered result.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -302,21 +351,7 @@ async fn fetch_loop(
         let wait = match api.post("/v1/tasks/fetch", &body).await {
             Ok((200, v)) => {
                 failures = 0;
-                let tasks: Vec<EpisodeTask> = v["tasks"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|t| {
-                                serde_json::from_value(t.clone())
-                                    .map_err(|e| {
-                                        // Left to the stale reaper, which returns it to the pool.
-                                        tracing::error!(task = %t, error = %e, "claimed task not understood")
-                                    })
-                                    .ok()
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let tasks = claimed_tasks(&v);
                 tracing::info!(
                     event = "tasks_fetched",
                     count = tasks.len(),
@@ -471,6 +506,102 @@ async fn submit(api: &Api, batch: &[Entry], failures: &mut u32) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log sink for a scoped subscriber.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 23 item 13: a claimed task that is not understood is logged without its sim_seed, in
+    /// the JSON format the executor logs in.
+    #[test]
+    fn a_task_not_understood_is_logged_without_its_sim_seed() {
+        let task = |uuid: &str, sim_seed: Value| {
+            json!({"task_uuid": uuid, "miner_uid": 3, "miner_endpoint": "https://m.example",
+                   "env_id": "metaworld/reach-v3", "seed": 7, "sim_seed": sim_seed})
+        };
+        let mut no_env = task("t-no-env", json!(5_555_666_677_778_888u64));
+        no_env.as_object_mut().unwrap().remove("env_id");
+        let mut no_uuid = task("", json!(4_444_333_322_221_111u64));
+        no_uuid.as_object_mut().unwrap().remove("task_uuid");
+        no_uuid["seed"] = json!("x");
+        let answer = json!({"tasks": [
+            task("t-good", json!(1_111_222_233_334_444u64)),
+            no_env,
+            task("t-string-seed", json!("9999888877776666")),
+            task("t-float-seed", json!(1.234_567_89e18)),
+            task("t-negative-seed", json!(-7_777_666_655_554_444i64)),
+            no_uuid,
+        ]});
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        let tasks = tracing::subscriber::with_default(subscriber, || claimed_tasks(&answer));
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].task_uuid, "t-good");
+        let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            log.matches("claimed task not understood").count(),
+            5,
+            "{log}"
+        );
+        for uuid in [
+            "t-no-env",
+            "t-string-seed",
+            "t-float-seed",
+            "t-negative-seed",
+        ] {
+            assert!(
+                log.contains(&format!("\"task_uuid\":\"{uuid}\"")),
+                "{uuid}: {log}"
+            );
+        }
+        assert!(log.contains("missing field `env_id`"), "{log}");
+        assert!(log.contains("(value withheld)"), "{log}");
+        for secret in [
+            "1111222233334444",
+            "5555666677778888",
+            "9999888877776666",
+            "123456789",
+            "7777666655554444",
+            "4444333322221111",
+        ] {
+            assert!(!log.contains(secret), "a sim_seed in the log: {log}");
+        }
+    }
+
+    #[test]
+    fn withheld_values() {
+        assert_eq!(
+            withhold_values("invalid type: string \"12\", expected u64"),
+            "invalid type: string (value withheld), expected u64"
+        );
+        assert_eq!(
+            withhold_values("invalid value: integer `-5`, expected u64"),
+            "invalid value: integer (value withheld), expected u64"
+        );
+        assert_eq!(
+            withhold_values("invalid type: map, expected u64"),
+            "invalid type: map, expected u64"
+        );
+        assert_eq!(
+            withhold_values("missing field `env_id`"),
+            "missing field `env_id`"
+        );
+    }
 
     #[test]
     fn spool_names() {
