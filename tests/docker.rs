@@ -8,49 +8,16 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::task_pool::{add_tasks, miner, rows, wait_terminal, Proc};
 use common::{free_port, fresh_database, http, kinitro, stderr, stdout, wait_http_ok, ApiProcess};
-use diesel::sql_types::{Nullable, Text};
-use diesel::QueryableByName;
-use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use kinitro::config::DatabaseUrl;
 use serde_json::{json, Value};
 
 const IMAGE: &str = "kinitro-test/metaworld:v1";
 const KEY: &str = "docker-test-key-0123456789abcdef0123";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    /// SIGTERM first, so an executor removes its containers even when a test fails.
-    fn drop(&mut self) {
-        if !self.terminate(30) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Proc {
-    /// SIGTERM, then wait (up to `secs`) for a clean exit; true when it exited 0.
-    fn terminate(&mut self, secs: u64) -> bool {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(secs) {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
-}
 
 /// Builds the test image once per test binary.
 fn image() -> &'static str {
@@ -90,26 +57,6 @@ fn docker(args: &[&str]) -> (bool, String) {
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).trim().to_string() + &String::from_utf8_lossy(&o.stderr),
     )
-}
-
-fn miner(policy: &str, delay_ms: u64) -> (Proc, String) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
-        .args([
-            "miner",
-            "serve",
-            "--policy",
-            policy,
-            "--port",
-            &port.to_string(),
-        ])
-        .args(["--delay-ms", &delay_ms.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_http_ok(port, "/health", 30));
-    (Proc(child), format!("http://127.0.0.1:{port}"))
 }
 
 /// The docker-mode settings every executor here runs with (host networking: the miners listen on
@@ -156,60 +103,6 @@ fn executor(api_port: u16, id: &str, spool: &std::path::Path, env: &[(String, St
         .spawn()
         .unwrap();
     Proc(child)
-}
-
-#[derive(QueryableByName, Debug)]
-struct Row {
-    #[diesel(sql_type = Text)]
-    task_uuid: String,
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    result: Option<String>,
-}
-
-impl Row {
-    fn result(&self) -> Value {
-        serde_json::from_str(self.result.as_deref().unwrap_or("null")).unwrap()
-    }
-}
-
-async fn rows(url: &DatabaseUrl) -> Vec<Row> {
-    let mut conn = kinitro::db::connect(url).await.unwrap();
-    diesel::sql_query("SELECT task_uuid, status, result::text AS result FROM task_pool ORDER BY id")
-        .load(&mut conn)
-        .await
-        .unwrap()
-}
-
-/// Inserts one cycle's tasks: (uuid, endpoint, env id, sim seed).
-async fn add_tasks(url: &DatabaseUrl, tasks: &[(String, String, &str, i64)]) {
-    let mut conn = kinitro::db::connect(url).await.unwrap();
-    let mut sql = String::from(
-        "INSERT INTO evaluation_cycles (block_number, env_ids, episodes_per_env, registry_source) \
-         VALUES (1, '[]', 1, 'file');",
-    );
-    for (uuid, endpoint, env, sim_seed) in tasks {
-        sql += &format!(
-            "INSERT INTO task_pool (task_uuid, cycle_id, miner_uid, miner_hotkey, miner_endpoint, env_id, seed, sim_seed) \
-             VALUES ('{uuid}', 1, 0, 'hk', '{endpoint}', '{env}', 7, {sim_seed});"
-        );
-    }
-    conn.batch_execute(&sql).await.unwrap();
-}
-
-async fn wait_terminal(url: &DatabaseUrl, secs: u64) -> Vec<Row> {
-    let start = Instant::now();
-    loop {
-        let r = rows(url).await;
-        if r.iter()
-            .all(|r| r.status == "completed" || r.status == "failed")
-            || start.elapsed().as_secs() > secs
-        {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn uuid(i: usize) -> String {

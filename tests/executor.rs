@@ -6,46 +6,17 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::task_pool::{add_tasks, miner, rows, wait_terminal, Proc};
 use common::{free_port, fresh_database, wait_http_ok, ApiProcess};
-use diesel::sql_types::{Nullable, Text};
 use diesel::QueryableByName;
-use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use kinitro::config::DatabaseUrl;
+use diesel_async::RunQueryDsl;
 use serde_json::Value;
 
 /// At least 32 characters: the API refuses shorter keys.
 const KEY: &str = "executor-test-key-0123456789abcdef0123";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn miner(policy: &str) -> (Proc, String) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_kinitro"))
-        .args([
-            "miner",
-            "serve",
-            "--policy",
-            policy,
-            "--port",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_http_ok(port, "/health", 30));
-    (Proc(child), format!("http://127.0.0.1:{port}"))
-}
 
 fn executor(api_port: u16, id: &str, spool: &std::path::Path, max_steps: &str) -> Proc {
     executor_with(api_port, id, spool, max_steps, &[])
@@ -183,62 +154,11 @@ fn serve_bad(mut s: std::net::TcpStream) {
     }
 }
 
-#[derive(QueryableByName, Debug)]
-struct Row {
-    #[diesel(sql_type = Text)]
-    task_uuid: String,
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    result: Option<String>,
-}
-
-async fn rows(url: &DatabaseUrl) -> Vec<Row> {
-    let mut conn = kinitro::db::connect(url).await.unwrap();
-    diesel::sql_query("SELECT task_uuid, status, result::text AS result FROM task_pool ORDER BY id")
-        .load(&mut conn)
-        .await
-        .unwrap()
-}
-
-async fn add_tasks(url: &DatabaseUrl, tasks: &[(&str, &str, &str, i64)]) {
-    let mut conn = kinitro::db::connect(url).await.unwrap();
-    let mut sql = String::from(
-        "INSERT INTO evaluation_cycles (block_number, env_ids, episodes_per_env, registry_source) \
-         SELECT 1, '[]', 1, 'file' WHERE NOT EXISTS (SELECT 1 FROM evaluation_cycles);",
-    );
-    for (uuid, endpoint, env, sim_seed) in tasks {
-        sql += &format!(
-            "INSERT INTO task_pool (task_uuid, cycle_id, miner_uid, miner_hotkey, miner_endpoint, env_id, seed, sim_seed) \
-             VALUES ('{uuid}', 1, 0, 'hk', '{endpoint}', '{env}', 7, {sim_seed});"
-        );
-    }
-    conn.batch_execute(&sql).await.unwrap();
-}
-
-async fn wait_terminal(url: &DatabaseUrl, secs: u64) -> Vec<Row> {
-    let start = Instant::now();
-    loop {
-        let r = rows(url).await;
-        if r.iter()
-            .all(|r| r.status == "completed" || r.status == "failed")
-            || start.elapsed().as_secs() > secs
-        {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn result(r: &Row) -> Value {
-    serde_json::from_str(r.result.as_deref().unwrap_or("null")).unwrap()
-}
-
 #[actix_web::test]
 async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
     let url = fresh_database().await;
-    let (_expert, expert) = miner("expert");
-    let (_random, random) = miner("random");
+    let (_expert, expert) = miner("expert", 0);
+    let (_random, random) = miner("random", 0);
     let bad = bad_miners();
     let uuid = |i: usize| format!("00000000-0000-4000-8000-{i:012}");
     let mut tasks = vec![];
@@ -292,7 +212,7 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
     let rows = wait_terminal(&url, 120).await;
     let by_uuid = |u: &str| rows.iter().find(|r| r.task_uuid == u).unwrap();
 
-    let expert_results: Vec<Value> = (0..4).map(|i| result(by_uuid(&uuid(i)))).collect();
+    let expert_results: Vec<Value> = (0..4).map(|i| by_uuid(&uuid(i)).result()).collect();
     for r in &expert_results {
         assert_eq!(r["success"], true, "expert episode: {r}");
         assert_eq!(r["timesteps"], 150);
@@ -304,7 +224,7 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
             .all(|r| r["total_reward"] == expert_results[0]["total_reward"]),
         "same sim seed, different returns when interleaved: {expert_results:?}"
     );
-    let r = result(by_uuid(&uuid(4)));
+    let r = by_uuid(&uuid(4)).result();
     assert_eq!(
         (r["success"].as_bool(), r["timesteps"].as_u64()),
         (Some(false), Some(150)),
@@ -312,7 +232,7 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
     );
     for (i, (kind, error)) in broken.iter().enumerate() {
         let row = by_uuid(&uuid(10 + i));
-        let r = result(row);
+        let r = row.result();
         let got = r["error"].as_str().unwrap_or_default();
         assert!(
             got.starts_with(error),
@@ -325,7 +245,7 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
         );
     }
     // The observation's members (and proprio's keys) come in the order of miner-protocol.md 3.
-    let r = result(by_uuid(&uuid(31)));
+    let r = by_uuid(&uuid(31)).result();
     assert_eq!(
         (r["success"].as_bool(), r["error"].as_str()),
         (Some(false), None),
@@ -367,7 +287,7 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
         body.starts_with(r#"{"obs":{"rgb":{},"depth":{},"proprio":{"ee_pos":["#),
         "{body}"
     );
-    let r = result(by_uuid(&uuid(30)));
+    let r = by_uuid(&uuid(30)).result();
     assert!(
         r["error"]
             .as_str()
@@ -401,7 +321,7 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
 #[actix_web::test]
 async fn a_killed_executor_and_an_api_restart_lose_nothing() {
     let url = fresh_database().await;
-    let (_expert, expert) = miner("expert");
+    let (_expert, expert) = miner("expert", 0);
     let uuids: Vec<String> = (0..24)
         .map(|i| format!("10000000-0000-4000-8000-{i:012}"))
         .collect();
@@ -461,7 +381,7 @@ async fn a_killed_executor_and_an_api_restart_lose_nothing() {
     );
     let rows = wait_terminal(&url, 240).await;
     for r in &rows {
-        let v = result(r);
+        let v = r.result();
         assert_eq!(
             (r.status.as_str(), v["success"].as_bool()),
             ("completed", Some(true)),
@@ -537,7 +457,7 @@ async fn a_fastapi_pydantic_miner_works_unchanged() {
     );
     let rows = wait_terminal(&url, 180).await;
     for row in &rows {
-        let r = result(row);
+        let r = row.result();
         assert_eq!(r["success"], true, "FastAPI miner episode: {r}");
         assert_eq!(r["timesteps"], 100);
     }

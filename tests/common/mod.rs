@@ -3,6 +3,8 @@
 //! database in it, so tests run in parallel without seeing each other.
 #![allow(dead_code)]
 
+pub mod task_pool;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
