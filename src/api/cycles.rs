@@ -6,9 +6,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::weights::timestamp;
 use crate::db::schema::evaluation_cycles as ec;
 use crate::db::DbError;
+use crate::wire::timestamp;
 
 /// One `evaluation_cycles` row as the API shows it.
 #[derive(Debug, Clone, Queryable, Selectable)]

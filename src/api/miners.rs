@@ -9,9 +9,9 @@ use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::weights::timestamp;
 use super::AppState;
 use crate::db::DbError;
+use crate::wire::timestamp;
 
 #[derive(QueryableByName)]
 struct Snapshot {

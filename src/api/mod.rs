@@ -7,7 +7,6 @@ pub mod claims;
 pub mod cycles;
 pub mod error;
 pub mod health;
-pub mod metrics;
 pub mod miners;
 pub mod openapi;
 pub mod scores;
@@ -48,12 +47,12 @@ pub struct AppState {
     /// The serialised latest-weights body, with when it was read.
     pub weights_cache: Arc<Mutex<Option<(Instant, bytes::Bytes)>>>,
     /// The metrics registry.
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
     /// State for a service configured by `config`.
-    pub fn new(config: &ApiConfig, pool: DbPool, metrics: Arc<metrics::Metrics>) -> Self {
+    pub fn new(config: &ApiConfig, pool: DbPool, metrics: Arc<crate::metrics::Metrics>) -> Self {
         Self {
             pool,
             auth: auth::Auth::new(&config.api_keys, config.auth_disabled),

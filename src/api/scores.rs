@@ -11,9 +11,9 @@ use serde_json::json;
 use super::body::non_negative;
 use super::cycles::{self, Cycle};
 use super::error::ApiError;
-use super::weights::timestamp;
 use super::AppState;
 use crate::db::schema::miner_scores as ms;
+use crate::wire::timestamp;
 
 /// One `miner_scores` row (docs/api.md §3.2), also its OpenAPI schema.
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]

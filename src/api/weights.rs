@@ -2,7 +2,7 @@
 //! poll.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::schema::{computed_weights, evaluation_cycles};
+use crate::wire::timestamp;
 
 type WeightsRow = (
     i32,
@@ -21,11 +22,6 @@ type WeightsRow = (
     Option<i32>,
     Option<f64>,
 );
-
-/// RFC 3339, UTC, `Z`, microseconds (docs/api.md §1).
-pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
 
 async fn load(state: &AppState, block: Option<i64>) -> Result<Option<WeightsRow>, ApiError> {
     let mut conn = state.conn().await?;

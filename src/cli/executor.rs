@@ -46,9 +46,13 @@ pub fn execute(
     init_logging(level, format, Some(&env))?;
     let docker = config.eval_mode == EvalMode::Docker;
     // The docker mode checks scenes and rendering inside its containers.
-    let assets = if docker { None } else { Some(check_simulation(&config)?) };
+    let assets = if docker {
+        None
+    } else {
+        Some(check_simulation(&config)?)
+    };
     actix_web::rt::System::new().block_on(async move {
-        let metrics = Arc::new(crate::api::metrics::Metrics::new());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         if let Some(addr) = &config.metrics_addr {
             super::scheduler::serve_metrics(addr, metrics.clone())?;
         }

@@ -15,8 +15,8 @@ use crate::config::miner::{MinerConfig, PolicyKind};
 use crate::config::run::{RunConfig, RunFlags};
 use crate::config::{Env, LogFormat, LogLevel};
 use crate::db::{self, managed};
-use crate::executor::local::LocalQueue;
 use crate::executor::docker::DockerEvaluator;
+use crate::executor::local::LocalQueue;
 use crate::executor::{Evaluator, Pools};
 
 /// `kinitro run` options.
@@ -130,7 +130,7 @@ async fn serve(
     tracing::info!(applied, target = %url.target(), "database ready");
     let pool = db::pool(url, config.api.db_pool_size)?;
     // One registry for every part of the process (docs/api.md §4.12).
-    let metrics = std::sync::Arc::new(api::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let state = AppState::new(&config.api, pool.clone(), metrics.clone());
     let cache = state.weights_cache.clone();
     let scheduler = super::scheduler::prepare(config.scheduler.clone(), url)
@@ -152,7 +152,9 @@ async fn serve(
             let mut executor = config.executor.clone();
             executor.executor_id = executor_id.clone();
             Some(Evaluator::Docker(
-                DockerEvaluator::start(&executor).await.map_err(Failure::runtime)?,
+                DockerEvaluator::start(&executor)
+                    .await
+                    .map_err(Failure::runtime)?,
             ))
         }
         None => None,

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use crate::config::env_serve::EnvServeConfig;
 use crate::executor::episode::{EpisodeTask, Limits};
 use crate::executor::Pools;
-use crate::api::metrics::Metrics;
+use crate::metrics::Metrics;
 use protocol::{
     CallRequest, CallResponse, CallStatus, Detail, EvalResult, EvaluateArgs, MethodInfo, Methods,
     Usage,

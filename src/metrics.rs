@@ -1,5 +1,5 @@
-//! `/metrics` (docs/api.md §4.12): the OpenMetrics registry of this process, produced with
-//! prometheus-client.
+//! Telemetry: the OpenMetrics registry of this process, produced with prometheus-client. Every
+//! service records into it; the API serves it at `/metrics` (docs/api.md §4.12).
 //!
 //! Every metric of docs/api.md §4.12 is registered at start-up, and every labelled counter or gauge
 //! whose label values are known in advance is created at 0, so all names appear on a fresh install.
