@@ -12,6 +12,7 @@ pub mod registry;
 pub mod registry_actor;
 pub mod scoring;
 pub mod seeds;
+pub mod states;
 pub mod task_queue_actor;
 pub mod tasks;
 pub mod weights_actor;

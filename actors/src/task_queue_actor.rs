@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::messages::{CancelCycle, Claim, CycleEnqueued, CycleFinished, Report};
 use crate::ports::{QueuedTask, Store, StoreError, SubmitOutcome};
+use crate::states::TaskStatus;
 
 /// Timings of the queue.
 #[derive(Debug, Clone)]
@@ -132,14 +133,14 @@ impl TaskQueueActor {
             }
             for (cycle_id, count, progress) in open {
                 if let Some(p) = progress {
-                    let n = |s: &str| p.iter().find(|(k, _)| k == s).map_or(0, |(_, v)| *v);
+                    let n = |s: TaskStatus| p.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
                     tracing::info!(
                         event = "cycle_progress",
                         cycle_id,
-                        pending = n("pending"),
-                        assigned = n("assigned"),
-                        completed = n("completed"),
-                        failed = n("failed")
+                        pending = n(TaskStatus::Pending),
+                        assigned = n(TaskStatus::Assigned),
+                        completed = n(TaskStatus::Completed),
+                        failed = n(TaskStatus::Failed)
                     );
                     if let Some(w) = act.watched.get_mut(&cycle_id) {
                         w.last_progress = Some(Instant::now());
@@ -211,24 +212,25 @@ impl Handler<Report> for TaskQueueActor {
         let store = self.store.clone();
         let pause = self.config.commit_retry_pause;
         let attempts = self.config.commit_attempts.max(1);
+        // Where a locally reported result enters: its blame is settled here, once.
+        let result = msg.result.settled();
+        let executor_id = msg.executor_id;
         let commit = async move {
             let mut outcome = SubmitOutcome::Unavailable(String::new());
             for attempt in 1..=attempts {
-                outcome = store
-                    .submit(msg.executor_id.clone(), msg.result.clone())
-                    .await;
+                outcome = store.submit(executor_id.clone(), result.clone()).await;
                 let SubmitOutcome::Unavailable(e) = &outcome else {
                     break;
                 };
-                tracing::warn!(task = %msg.result.task_uuid, attempt, error = %e,
+                tracing::warn!(task = %result.task_uuid, attempt, error = %e,
                     "result not committed yet; retrying");
                 tokio::time::sleep(pause).await;
             }
             match &outcome {
-                SubmitOutcome::Unavailable(_) => tracing::error!(task = %msg.result.task_uuid,
+                SubmitOutcome::Unavailable(_) => tracing::error!(task = %result.task_uuid,
                     "result not committed; the stale reaper will re-queue the task"),
                 SubmitOutcome::Rejected(m) => {
-                    tracing::warn!(task = %msg.result.task_uuid, reason = %m, "result rejected")
+                    tracing::warn!(task = %result.task_uuid, reason = %m, "result rejected")
                 }
                 _ => {}
             }

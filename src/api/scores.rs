@@ -9,11 +9,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::body::non_negative;
-use super::cycles::{self, Cycle};
+use super::cycles::{Cycle, CycleJson};
 use super::error::ApiError;
 use super::AppState;
+use crate::db::cycles as db_cycles;
 use crate::db::schema::miner_scores as ms;
 use crate::wire::timestamp;
+use kinitro_actors::states::CycleStatus;
 
 /// One `miner_scores` row (docs/api.md §3.2), also its OpenAPI schema.
 #[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
@@ -58,7 +60,7 @@ pub async fn rows(
 
 async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
-    let completed = cycle.status == "completed";
+    let completed = cycle.status == CycleStatus::Completed;
     let details = if completed {
         rows(&mut conn, &cycle).await?
     } else {
@@ -82,7 +84,7 @@ async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> 
         "scores": scores,
         "pareto_frontier": frontier,
         "created_at": timestamp(cycle.completed_at.unwrap_or(cycle.started_at)),
-        "cycle": cycle.json(),
+        "cycle": CycleJson::of(&cycle),
         "details": details,
         "miner_summary": scores,
     })))
@@ -92,7 +94,7 @@ async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> 
 #[utoipa::path(get, path = "/v1/scores/latest", responses((status = 200, body = super::openapi::Scores), (status = 404, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
-    let cycle = cycles::latest_with_status(&mut conn, "completed").await?;
+    let cycle = db_cycles::latest_with_status(&mut conn, CycleStatus::Completed).await?;
     drop(conn);
     match cycle {
         Some(c) => body(&state, c).await,
@@ -108,7 +110,7 @@ pub async fn by_cycle(
 ) -> Result<HttpResponse, ApiError> {
     let id = non_negative("cycle_id", &path.into_inner())?;
     let mut conn = state.conn().await?;
-    let cycle = cycles::by_id(&mut conn, id).await?;
+    let cycle = db_cycles::by_id(&mut conn, id).await?;
     drop(conn);
     match cycle {
         Some(c) => body(&state, c).await,

@@ -9,10 +9,12 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use kinitro_actors::envs::{family, task_name, ENV_IDS};
 use serde_json::{json, Value};
 
-use super::cycles::{self, Cycle};
+use super::cycles::{Cycle, CycleJson};
 use super::AppState;
+use crate::db::cycles as db_cycles;
 use crate::db::schema::scheduler_state as ss;
 use crate::db::{count, DbError};
+use kinitro_actors::states::CycleStatus;
 
 type Heartbeat = (
     Option<i64>,
@@ -54,20 +56,14 @@ async fn enabled_envs(
     {
         return Ok(list);
     }
-    use crate::db::schema::evaluation_cycles as ec;
-    let latest: Option<Cycle> = ec::table
-        .order(ec::id.desc())
-        .select(Cycle::as_select())
-        .first(conn)
-        .await
-        .optional()?;
+    let latest: Option<Cycle> = db_cycles::latest(conn).await?;
     Ok(latest.map(|c| c.env_list()).unwrap_or_else(all_envs))
 }
 
 async fn status_body(conn: &mut AsyncPgConnection) -> Result<Value, DbError> {
     let hb = heartbeat(conn).await?;
-    let running = cycles::latest_with_status(conn, "running").await?;
-    let completed = cycles::latest_with_status(conn, "completed").await?;
+    let running = db_cycles::latest_with_status(conn, CycleStatus::Running).await?;
+    let completed = db_cycles::latest_with_status(conn, CycleStatus::Completed).await?;
     let fresh = hb.as_ref().is_some_and(|h| {
         let limit = (3 * i64::from(h.3)).max(120);
         (Utc::now() - h.5).num_seconds() <= limit && h.1
@@ -84,8 +80,8 @@ async fn status_body(conn: &mut AsyncPgConnection) -> Result<Value, DbError> {
         "next_eval_in_seconds": next,
         "miners_registered": count(conn, "SELECT count(*) AS count FROM miners WHERE cycle_id = (SELECT max(cycle_id) FROM miners)").await?,
         "environments_enabled": enabled_envs(conn, &hb).await?,
-        "current_cycle": running.as_ref().map(Cycle::json),
-        "last_completed_cycle": completed.as_ref().map(Cycle::json),
+        "current_cycle": running.as_ref().map(CycleJson::of),
+        "last_completed_cycle": completed.as_ref().map(CycleJson::of),
         "total_cycles": count(conn, "SELECT count(*) AS count FROM evaluation_cycles").await?,
         "total_miners_evaluated": count(conn, "SELECT count(DISTINCT uid) AS count FROM miner_scores").await?,
         "is_evaluating": running.is_some(),

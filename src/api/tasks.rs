@@ -4,10 +4,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-use diesel::QueryableByName;
-use diesel_async::RunQueryDsl;
 use kinitro_actors::scoring::aggregate::FailureKind;
+use kinitro_actors::states::TaskStatus;
 use kinitro_actors::tasks::TaskResult;
 use serde_json::{json, Value};
 
@@ -15,7 +13,6 @@ use super::body::{check_string, non_negative, read_json, Fields};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::tasks::{self, ClaimFilter, SubmitOutcome};
-use crate::db::StatusCount;
 
 /// How long one process reuses its `total_pending` count.
 const PENDING_CACHE: Duration = Duration::from_secs(1);
@@ -137,7 +134,9 @@ fn parse_result(v: &Value, path: &str) -> Result<TaskResult, ApiError> {
         action_time_max: f.opt_number("action_time_max", Some(0.0))?,
         verification_passed: f.opt_bool("verification_passed")?,
         verification_score: f.opt_number("verification_score", None)?,
-    })
+    }
+    // Where a submitted result becomes the typed value: its blame is settled here, once.
+    .settled())
 }
 
 /// Applies results, each in its own transaction; 200 even when all are rejected.
@@ -172,14 +171,14 @@ pub async fn submit(
             SubmitOutcome::Accepted { status } => {
                 accepted += 1;
                 state.metrics.task_event("accepted", 1);
-                state.metrics.episode(r, &status);
+                state.metrics.episode(r, status.as_str());
             }
             SubmitOutcome::Requeued => {
                 accepted += 1;
                 requeued += 1;
                 state.metrics.task_event("accepted", 1);
                 state.metrics.task_event("requeued", 1);
-                state.metrics.episode(r, "pending");
+                state.metrics.episode(r, TaskStatus::Pending.as_str());
             }
             SubmitOutcome::Duplicate => {
                 duplicates += 1;
@@ -199,18 +198,6 @@ pub async fn submit(
     })))
 }
 
-#[derive(QueryableByName)]
-struct Executor {
-    #[diesel(sql_type = Text)]
-    assigned_to: String,
-}
-
-#[derive(QueryableByName)]
-struct CycleId {
-    #[diesel(sql_type = Nullable<Integer>)]
-    id: Option<i32>,
-}
-
 /// Task counts of a cycle (given, else the running one, else all).
 #[utoipa::path(get, path = "/v1/tasks/stats", params(("cycle_id" = Option<u64>, Query, description = "Cycle (default: the running one)")), responses((status = 200, body = super::openapi::TaskStats), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn stats(
@@ -222,47 +209,15 @@ pub async fn stats(
         .map(|raw| non_negative("cycle_id", raw))
         .transpose()?;
     let mut conn = state.conn().await?;
-    let scope: Option<i64> = match requested {
-        Some(id) => Some(id),
-        None => {
-            let running: CycleId = diesel::sql_query(
-                "SELECT max(id) AS id FROM evaluation_cycles WHERE status = 'running'",
-            )
-            .get_result(&mut conn)
-            .await
-            .map_err(crate::db::DbError::from)?;
-            running.id.map(i64::from)
-        }
-    };
-    let filter = if scope.is_some() {
-        "WHERE cycle_id = $1"
-    } else {
-        "WHERE $1 IS NULL"
-    };
-    let counts: Vec<StatusCount> = diesel::sql_query(format!(
-        "SELECT status, count(*) AS count FROM task_pool {filter} GROUP BY status"
-    ))
-    .bind::<Nullable<BigInt>, _>(scope)
-    .load(&mut conn)
-    .await
-    .map_err(crate::db::DbError::from)?;
-    let executors: Vec<Executor> = diesel::sql_query(format!(
-        "SELECT DISTINCT assigned_to FROM task_pool {filter} AND status = 'assigned' \
-         AND assigned_to IS NOT NULL ORDER BY assigned_to"
-    ))
-    .bind::<Nullable<BigInt>, _>(scope)
-    .load(&mut conn)
-    .await
-    .map_err(crate::db::DbError::from)?;
-    let count = |s: &str| counts.iter().find(|c| c.status == s).map_or(0, |c| c.count);
+    let counts = tasks::counts(&mut conn, requested).await?;
     Ok(HttpResponse::Ok().json(json!({
-        "total_tasks": counts.iter().map(|c| c.count).sum::<i64>(),
-        "pending_tasks": count("pending"),
-        "assigned_tasks": count("assigned"),
-        "completed_tasks": count("completed"),
-        "failed_tasks": count("failed"),
-        "cancelled_tasks": count("cancelled"),
-        "active_executors": executors.into_iter().map(|e| e.assigned_to).collect::<Vec<_>>(),
-        "current_cycle_id": scope,
+        "total_tasks": counts.total(),
+        "pending_tasks": counts.count(TaskStatus::Pending),
+        "assigned_tasks": counts.count(TaskStatus::Assigned),
+        "completed_tasks": counts.count(TaskStatus::Completed),
+        "failed_tasks": counts.count(TaskStatus::Failed),
+        "cancelled_tasks": counts.count(TaskStatus::Cancelled),
+        "active_executors": counts.active_executors,
+        "current_cycle_id": counts.cycle_id,
     })))
 }
