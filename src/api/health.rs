@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use diesel_async::RunQueryDsl;
 use serde_json::json;
 
 use super::AppState;
@@ -14,7 +13,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 async fn database_up(state: &AppState) -> bool {
     let probe = async {
         let mut conn = state.pool.get().await.ok()?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
+        crate::db::views::ping(&mut conn).await.ok()
     };
     matches!(
         tokio::time::timeout(PROBE_TIMEOUT, probe).await,

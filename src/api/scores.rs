@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpResponse};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use serde_json::json;
 
@@ -13,13 +11,12 @@ use super::cycles::{Cycle, CycleJson};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::cycles as db_cycles;
-use crate::db::schema::miner_scores as ms;
+use crate::db::views::{self, MinerScoreRow};
 use crate::wire::timestamp;
 use kinitro_actors::states::CycleStatus;
 
-/// One `miner_scores` row (docs/api.md §3.2), also its OpenAPI schema.
-#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
-#[diesel(table_name = ms)]
+/// One score row as the API shows it (docs/api.md §3.2).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MinerScore {
     /// Uid.
     pub uid: i32,
@@ -39,17 +36,31 @@ pub struct MinerScore {
     pub episodes_excluded: i32,
 }
 
+impl From<MinerScoreRow> for MinerScore {
+    fn from(r: MinerScoreRow) -> Self {
+        Self {
+            uid: r.uid,
+            hotkey: r.hotkey,
+            env_id: r.env_id,
+            success_rate: r.success_rate,
+            mean_reward: r.mean_reward,
+            episodes_completed: r.episodes_completed,
+            episodes_failed: r.episodes_failed,
+            episodes_excluded: r.episodes_excluded,
+        }
+    }
+}
+
 /// Score rows of a cycle, ordered by uid, then by the cycle's env order.
 pub async fn rows(
     conn: &mut diesel_async::AsyncPgConnection,
     cycle: &Cycle,
 ) -> Result<Vec<MinerScore>, ApiError> {
-    let mut rows: Vec<MinerScore> = ms::table
-        .filter(ms::cycle_id.eq(cycle.id))
-        .select(MinerScore::as_select())
-        .load(conn)
-        .await
-        .map_err(crate::db::DbError::from)?;
+    let mut rows: Vec<MinerScore> = views::scores(conn, cycle.id)
+        .await?
+        .into_iter()
+        .map(MinerScore::from)
+        .collect();
     let order = cycle.env_list();
     let pos = |e: &str| order.iter().position(|x| x == e).unwrap_or(usize::MAX);
     rows.sort_by(|a, b| {

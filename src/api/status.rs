@@ -1,45 +1,17 @@
 //! `GET /v1/status` (docs/api.md §4.2) and `GET /v1/environments` (docs/api.md §4.8).
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Nullable, Text};
-use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use chrono::Utc;
+use diesel_async::AsyncPgConnection;
 use kinitro_actors::envs::{family, task_name, ENV_IDS};
 use serde_json::{json, Value};
 
 use super::cycles::{Cycle, CycleJson};
 use super::AppState;
 use crate::db::cycles as db_cycles;
-use crate::db::schema::scheduler_state as ss;
-use crate::db::{count, DbError};
+use crate::db::views::{self, HeartbeatRow};
+use crate::db::DbError;
 use kinitro_actors::states::CycleStatus;
-
-type Heartbeat = (
-    Option<i64>,
-    bool,
-    Value,
-    i32,
-    Option<DateTime<Utc>>,
-    DateTime<Utc>,
-);
-
-async fn heartbeat(conn: &mut AsyncPgConnection) -> Result<Option<Heartbeat>, DbError> {
-    Ok(ss::table
-        .find(1i16)
-        .select((
-            ss::current_block,
-            ss::chain_ok,
-            ss::env_ids,
-            ss::heartbeat_interval_seconds,
-            ss::next_cycle_at,
-            ss::heartbeat_at,
-        ))
-        .first(conn)
-        .await
-        .optional()?)
-}
 
 fn all_envs() -> Vec<String> {
     ENV_IDS.iter().map(|s| s.to_string()).collect()
@@ -48,11 +20,11 @@ fn all_envs() -> Vec<String> {
 /// The scheduler's env list: heartbeat, else the latest cycle's, else every registered id.
 async fn enabled_envs(
     conn: &mut AsyncPgConnection,
-    hb: &Option<Heartbeat>,
+    hb: &Option<HeartbeatRow>,
 ) -> Result<Vec<String>, DbError> {
     if let Some(list) = hb
         .as_ref()
-        .and_then(|h| serde_json::from_value::<Vec<String>>(h.2.clone()).ok())
+        .and_then(|h| serde_json::from_value::<Vec<String>>(h.env_ids.clone()).ok())
     {
         return Ok(list);
     }
@@ -61,29 +33,29 @@ async fn enabled_envs(
 }
 
 async fn status_body(conn: &mut AsyncPgConnection) -> Result<Value, DbError> {
-    let hb = heartbeat(conn).await?;
+    let hb = views::heartbeat(conn).await?;
     let running = db_cycles::latest_with_status(conn, CycleStatus::Running).await?;
     let completed = db_cycles::latest_with_status(conn, CycleStatus::Completed).await?;
     let fresh = hb.as_ref().is_some_and(|h| {
-        let limit = (3 * i64::from(h.3)).max(120);
-        (Utc::now() - h.5).num_seconds() <= limit && h.1
+        let limit = (3 * i64::from(h.heartbeat_interval_seconds)).max(120);
+        (Utc::now() - h.heartbeat_at).num_seconds() <= limit && h.chain_ok
     });
     let next = hb
         .as_ref()
-        .and_then(|h| h.4)
+        .and_then(|h| h.next_cycle_at)
         .filter(|_| running.is_none())
         .map(|at| ((at - Utc::now()).num_milliseconds().max(0) + 999) / 1000);
     Ok(json!({
         "status": if fresh { "running" } else { "degraded" },
-        "current_block": hb.as_ref().and_then(|h| h.0),
+        "current_block": hb.as_ref().and_then(|h| h.current_block),
         "last_eval_block": completed.as_ref().map(|c| c.block_number),
         "next_eval_in_seconds": next,
-        "miners_registered": count(conn, "SELECT count(*) AS count FROM miners WHERE cycle_id = (SELECT max(cycle_id) FROM miners)").await?,
+        "miners_registered": views::miners_registered(conn).await?,
         "environments_enabled": enabled_envs(conn, &hb).await?,
         "current_cycle": running.as_ref().map(CycleJson::of),
         "last_completed_cycle": completed.as_ref().map(CycleJson::of),
-        "total_cycles": count(conn, "SELECT count(*) AS count FROM evaluation_cycles").await?,
-        "total_miners_evaluated": count(conn, "SELECT count(DISTINCT uid) AS count FROM miner_scores").await?,
+        "total_cycles": views::total_cycles(conn).await?,
+        "total_miners_evaluated": views::total_miners_evaluated(conn).await?,
         "is_evaluating": running.is_some(),
         "environments": all_envs(),
     }))
@@ -106,31 +78,15 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-#[derive(QueryableByName)]
-struct EnvStat {
-    #[diesel(sql_type = Text)]
-    env_id: String,
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-    #[diesel(sql_type = Nullable<Double>)]
-    avg_rate: Option<f64>,
-}
-
 /// Every registered env with its latest completed cycle's statistics.
 #[utoipa::path(get, path = "/v1/environments", responses((status = 200, body = Vec<super::openapi::Environment>), (status = 503, body = super::openapi::ErrorBody)))]
 pub async fn environments(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, super::error::ApiError> {
     let mut conn = state.conn().await?;
-    let hb = heartbeat(&mut conn).await?;
+    let hb = views::heartbeat(&mut conn).await?;
     let enabled = enabled_envs(&mut conn, &hb).await?;
-    let stats: Vec<EnvStat> = diesel::sql_query(
-        "SELECT env_id, count(*) AS n, avg(success_rate) AS avg_rate FROM miner_scores \
-         WHERE cycle_id = (SELECT max(id) FROM evaluation_cycles WHERE status = 'completed') GROUP BY env_id",
-    )
-    .load(&mut conn)
-    .await
-    .map_err(DbError::from)?;
+    let stats = views::env_stats(&mut conn).await?;
     let body: Vec<Value> = ENV_IDS
         .iter()
         .map(|id| {

@@ -2,71 +2,32 @@
 //! poll.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::db::schema::{computed_weights, evaluation_cycles};
+use crate::db::views::{self, WeightsRow};
 use crate::wire::timestamp;
-
-type WeightsRow = (
-    i32,
-    i64,
-    Value,
-    Value,
-    DateTime<Utc>,
-    Option<i32>,
-    Option<i32>,
-    Option<f64>,
-);
 
 async fn load(state: &AppState, block: Option<i64>) -> Result<Option<WeightsRow>, ApiError> {
     let mut conn = state.conn().await?;
-    let mut query = computed_weights::table
-        .inner_join(evaluation_cycles::table)
-        .select((
-            computed_weights::cycle_id,
-            computed_weights::block_number,
-            computed_weights::weights_json,
-            computed_weights::weights_u16_json,
-            computed_weights::created_at,
-            evaluation_cycles::n_miners,
-            evaluation_cycles::n_environments,
-            evaluation_cycles::duration_seconds,
-        ))
-        .order((
-            computed_weights::block_number.desc(),
-            computed_weights::id.desc(),
-        ))
-        .into_boxed();
-    if let Some(b) = block {
-        query = query.filter(computed_weights::block_number.eq(b));
-    }
-    query
-        .first::<WeightsRow>(&mut conn)
-        .await
-        .optional()
-        .map_err(|e| ApiError::from(crate::db::DbError::Query(e)))
+    Ok(views::weights(&mut conn, block).await?)
 }
 
 fn body(row: WeightsRow) -> Value {
-    let (cycle_id, block, weights, weights_u16, created_at, n_miners, n_envs, duration) = row;
-    let created = timestamp(created_at);
+    let created = timestamp(row.created_at);
     json!({
-        "block": block,
-        "block_number": block,
-        "cycle_id": cycle_id,
-        "weights": weights,
-        "weights_u16": weights_u16,
+        "block": row.block,
+        "block_number": row.block,
+        "cycle_id": row.cycle_id,
+        "weights": row.weights,
+        "weights_u16": row.weights_u16,
         "created_at": created,
         "timestamp": created,
         "metadata": {
-            "n_miners_evaluated": n_miners,
-            "n_environments": n_envs,
-            "evaluation_duration_seconds": duration,
+            "n_miners_evaluated": row.n_miners,
+            "n_environments": row.n_environments,
+            "evaluation_duration_seconds": row.duration_seconds,
         },
     })
 }

@@ -1,11 +1,13 @@
 //! The one mapping between the core's typed states and the database's text columns
 //! (docs/database.md §2.3, §2.4, §4.3): task and cycle statuses, and the blame stored in a task's
-//! `result`. Everything that reads or writes one of them goes through here.
+//! `result`, and the miners' classification. Everything that reads or writes one of them goes through
+//! here.
 
 use diesel::deserialize::{FromSql, FromSqlRow};
 use diesel::pg::{Pg, PgValue};
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
+use kinitro_actors::registry::MinerStatus;
 use kinitro_actors::scoring::aggregate::FailureKind;
 use kinitro_actors::states::{CycleStatus, TaskStatus};
 use serde_json::Value;
@@ -86,4 +88,29 @@ pub fn stored_failure_kind(result: &Value) -> Option<FailureKind> {
     result
         .get("failure_kind")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// A `miners.status` column read as a [`MinerStatus`].
+#[derive(Debug, Clone, Copy, FromSqlRow)]
+pub struct MinerStatusColumn(pub MinerStatus);
+
+impl FromSql<Text, Pg> for MinerStatusColumn {
+    fn from_sql(bytes: PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        [
+            MinerStatus::Active,
+            MinerStatus::Inactive,
+            MinerStatus::InvalidCommitment,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .map(Self)
+        .ok_or_else(|| format!("unknown miner status {text:?}").into())
+    }
+}
+
+impl From<MinerStatusColumn> for MinerStatus {
+    fn from(c: MinerStatusColumn) -> Self {
+        c.0
+    }
 }
