@@ -10,6 +10,7 @@ use diesel::sql_types::Text;
 use diesel::QueryableByName;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use kinitro::config::DatabaseUrl;
+use kinitro_actors::states::TaskStatus;
 use serde_json::{json, Value};
 
 const KEY: &str = "s3cret";
@@ -782,7 +783,7 @@ async fn merged_claims_deal_tasks_in_request_order() {
     assert!(parts
         .iter()
         .flatten()
-        .all(|t| t.status == "assigned" && t.attempts == 1));
+        .all(|t| t.status == TaskStatus::Assigned && t.attempts == 1));
     #[derive(QueryableByName)]
     struct Owner {
         #[diesel(sql_type = diesel::sql_types::BigInt)]

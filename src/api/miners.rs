@@ -3,37 +3,51 @@
 
 use actix_web::{web, HttpResponse};
 use kinitro_actors::registry::MinerStatus;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::error::ApiError;
 use super::AppState;
 use crate::db::views;
-use crate::wire::timestamp;
+use crate::wire::{timestamp, Miner, Miners};
 
 /// The latest snapshot, ascending uid.
-#[utoipa::path(get, path = "/v1/miners", responses((status = 200, body = super::openapi::Miners), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/miners", responses((status = 200, body = crate::wire::Miners), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn miners(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let Some(snap) = views::miner_snapshot(&mut conn).await? else {
-        return Ok(HttpResponse::Ok().json(json!({"miners": [], "cycle_id": null, "block": null})));
+        return Ok(HttpResponse::Ok().json(Miners {
+            block: None,
+            cycle_id: None,
+            miners: Vec::new(),
+        }));
     };
-    let miners: Vec<Value> = snap
+    let miners: Vec<Miner> = snap
         .miners
         .into_iter()
         .map(|r| {
             let public_endpoint = r
                 .endpoint
                 .filter(|_| r.status == MinerStatus::Active && !r.encrypted);
-            json!({
-                "uid": r.uid, "hotkey": r.hotkey, "endpoint": public_endpoint,
-                "last_evaluated": r.last_evaluated.map(timestamp), "status": r.status.as_str(),
-                "repo": r.repo, "revision": r.revision, "commit_block": r.commit_block,
-                "encrypted": r.encrypted, "status_reason": r.status_reason,
-                "last_evaluated_block": r.last_evaluated_block, "avg_success_rate": r.avg_success_rate,
-                "environments_evaluated": r.environments_evaluated.unwrap_or(json!([])),
-            })
+            Miner {
+                avg_success_rate: r.avg_success_rate,
+                commit_block: r.commit_block,
+                encrypted: r.encrypted,
+                endpoint: public_endpoint,
+                environments_evaluated: r.environments_evaluated.unwrap_or(json!([])),
+                hotkey: r.hotkey,
+                last_evaluated: r.last_evaluated.map(timestamp),
+                last_evaluated_block: r.last_evaluated_block,
+                repo: r.repo,
+                revision: r.revision,
+                status: r.status.as_str().to_string(),
+                status_reason: r.status_reason,
+                uid: r.uid,
+            }
         })
         .collect();
-    Ok(HttpResponse::Ok()
-        .json(json!({"miners": miners, "cycle_id": snap.cycle_id, "block": snap.block})))
+    Ok(HttpResponse::Ok().json(Miners {
+        block: snap.block,
+        cycle_id: Some(snap.cycle_id),
+        miners,
+    }))
 }

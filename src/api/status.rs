@@ -4,13 +4,13 @@ use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use diesel_async::AsyncPgConnection;
 use kinitro_actors::envs::{family, task_name, ENV_IDS};
-use serde_json::{json, Value};
 
-use super::cycles::{Cycle, CycleJson};
+use super::cycles::{cycle_body, Cycle};
 use super::AppState;
 use crate::db::cycles as db_cycles;
 use crate::db::views::{self, HeartbeatRow};
 use crate::db::DbError;
+use crate::wire::{Environment, Status};
 use kinitro_actors::states::CycleStatus;
 
 fn all_envs() -> Vec<String> {
@@ -32,7 +32,7 @@ async fn enabled_envs(
     Ok(latest.map(|c| c.env_list()).unwrap_or_else(all_envs))
 }
 
-async fn status_body(conn: &mut AsyncPgConnection) -> Result<Value, DbError> {
+async fn status_body(conn: &mut AsyncPgConnection) -> Result<Status, DbError> {
     let hb = views::heartbeat(conn).await?;
     let running = db_cycles::latest_with_status(conn, CycleStatus::Running).await?;
     let completed = db_cycles::latest_with_status(conn, CycleStatus::Completed).await?;
@@ -45,41 +45,47 @@ async fn status_body(conn: &mut AsyncPgConnection) -> Result<Value, DbError> {
         .and_then(|h| h.next_cycle_at)
         .filter(|_| running.is_none())
         .map(|at| ((at - Utc::now()).num_milliseconds().max(0) + 999) / 1000);
-    Ok(json!({
-        "status": if fresh { "running" } else { "degraded" },
-        "current_block": hb.as_ref().and_then(|h| h.current_block),
-        "last_eval_block": completed.as_ref().map(|c| c.block_number),
-        "next_eval_in_seconds": next,
-        "miners_registered": views::miners_registered(conn).await?,
-        "environments_enabled": enabled_envs(conn, &hb).await?,
-        "current_cycle": running.as_ref().map(CycleJson::of),
-        "last_completed_cycle": completed.as_ref().map(CycleJson::of),
-        "total_cycles": views::total_cycles(conn).await?,
-        "total_miners_evaluated": views::total_miners_evaluated(conn).await?,
-        "is_evaluating": running.is_some(),
-        "environments": all_envs(),
-    }))
+    Ok(Status {
+        current_block: hb.as_ref().and_then(|h| h.current_block),
+        current_cycle: running.as_ref().map(cycle_body),
+        environments: all_envs(),
+        environments_enabled: enabled_envs(conn, &hb).await?,
+        is_evaluating: running.is_some(),
+        last_completed_cycle: completed.as_ref().map(cycle_body),
+        last_eval_block: completed.as_ref().map(|c| c.block_number),
+        miners_registered: views::miners_registered(conn).await?,
+        next_eval_in_seconds: next,
+        status: if fresh { "running" } else { "degraded" }.into(),
+        total_cycles: views::total_cycles(conn).await?,
+        total_miners_evaluated: views::total_miners_evaluated(conn).await?,
+    })
 }
 
 /// Always 200; `degraded` with empty fields when the database is unreachable.
-#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = super::openapi::Status)))]
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = crate::wire::Status)))]
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     let body = match state.conn().await {
         Ok(mut conn) => status_body(&mut conn).await.ok(),
         Err(_) => None,
     };
-    HttpResponse::Ok().json(body.unwrap_or_else(|| {
-        json!({
-            "status": "degraded", "current_block": null, "last_eval_block": null,
-            "next_eval_in_seconds": null, "miners_registered": 0, "environments_enabled": [],
-            "current_cycle": null, "last_completed_cycle": null, "total_cycles": 0,
-            "total_miners_evaluated": 0, "is_evaluating": false, "environments": [],
-        })
+    HttpResponse::Ok().json(body.unwrap_or_else(|| Status {
+        current_block: None,
+        current_cycle: None,
+        environments: Vec::new(),
+        environments_enabled: Vec::new(),
+        is_evaluating: false,
+        last_completed_cycle: None,
+        last_eval_block: None,
+        miners_registered: 0,
+        next_eval_in_seconds: None,
+        status: "degraded".into(),
+        total_cycles: 0,
+        total_miners_evaluated: 0,
     }))
 }
 
 /// Every registered env with its latest completed cycle's statistics.
-#[utoipa::path(get, path = "/v1/environments", responses((status = 200, body = Vec<super::openapi::Environment>), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/environments", responses((status = 200, body = Vec<crate::wire::Environment>), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn environments(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, super::error::ApiError> {
@@ -87,16 +93,19 @@ pub async fn environments(
     let hb = views::heartbeat(&mut conn).await?;
     let enabled = enabled_envs(&mut conn, &hb).await?;
     let stats = views::env_stats(&mut conn).await?;
-    let body: Vec<Value> = ENV_IDS
+    let body: Vec<Environment> = ENV_IDS
         .iter()
         .map(|id| {
             let s = stats.iter().find(|s| s.env_id == *id);
-            json!({
-                "env_id": id, "family": family(id), "env_name": family(id), "task_name": task_name(id),
-                "enabled": enabled.iter().any(|e| e == id),
-                "n_evaluations": s.map_or(0, |s| s.n),
-                "avg_success_rate": s.and_then(|s| s.avg_rate),
-            })
+            Environment {
+                avg_success_rate: s.and_then(|s| s.avg_rate),
+                enabled: enabled.iter().any(|e| e == id),
+                env_id: id.to_string(),
+                env_name: family(id).to_string(),
+                family: family(id).to_string(),
+                n_evaluations: s.map_or(0, |s| s.n),
+                task_name: task_name(id).to_string(),
+            }
         })
         .collect();
     Ok(HttpResponse::Ok().json(body))

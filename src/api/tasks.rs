@@ -7,12 +7,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use kinitro_actors::scoring::aggregate::FailureKind;
 use kinitro_actors::states::TaskStatus;
 use kinitro_actors::tasks::TaskResult;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::body::{check_string, non_negative, read_json, Fields};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::tasks::{self, ClaimFilter, SubmitOutcome};
+use crate::wire::{timestamp, ClaimedTask, FetchResponse, SubmitResponse, TaskStats};
 
 /// How long one process reuses its `total_pending` count.
 const PENDING_CACHE: Duration = Duration::from_secs(1);
@@ -74,8 +75,28 @@ async fn total_pending(state: &AppState) -> i64 {
     }
 }
 
+/// A claimed task as the API hands it out.
+fn task_body(t: tasks::ClaimedTask) -> ClaimedTask {
+    ClaimedTask {
+        task_uuid: t.task_uuid,
+        cycle_id: t.cycle_id,
+        miner_uid: t.miner_uid,
+        miner_hotkey: t.miner_hotkey,
+        miner_endpoint: t.miner_endpoint,
+        miner_repo: t.miner_repo,
+        miner_revision: t.miner_revision,
+        env_id: t.env_id,
+        seed: t.seed,
+        // The i64 column holds the u64 seed's bits.
+        sim_seed: t.sim_seed as u64,
+        status: t.status.as_str().to_string(),
+        created_at: timestamp(t.created_at),
+        attempts: t.attempts,
+    }
+}
+
 /// Claims a batch of tasks; committed before the answer.
-#[utoipa::path(post, path = "/v1/tasks/fetch", request_body = super::openapi::FetchRequest, security(("bearer" = [])), responses((status = 200, body = super::openapi::FetchResponse), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 413, body = super::openapi::ErrorBody), (status = 415, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tasks/fetch", request_body = crate::wire::FetchRequest, security(("bearer" = [])), responses((status = 200, body = crate::wire::FetchResponse), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 415, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn fetch(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -96,8 +117,8 @@ pub async fn fetch(
     })?;
     state.metrics.task_event("claimed", claimed.len() as u64);
     let total_pending = total_pending(&state).await;
-    Ok(HttpResponse::Ok().json(super::openapi::FetchResponse {
-        tasks: claimed,
+    Ok(HttpResponse::Ok().json(FetchResponse {
+        tasks: claimed.into_iter().map(task_body).collect(),
         total_pending,
     }))
 }
@@ -140,7 +161,7 @@ fn parse_result(v: &Value, path: &str) -> Result<TaskResult, ApiError> {
 }
 
 /// Applies results, each in its own transaction; 200 even when all are rejected.
-#[utoipa::path(post, path = "/v1/tasks/submit", request_body = super::openapi::SubmitRequest, security(("bearer" = [])), responses((status = 200, body = super::openapi::SubmitResponse), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 413, body = super::openapi::ErrorBody), (status = 415, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tasks/submit", request_body = crate::wire::SubmitRequest, security(("bearer" = [])), responses((status = 200, body = crate::wire::SubmitResponse), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 415, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn submit(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -192,14 +213,17 @@ pub async fn submit(
             }
         }
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "accepted": accepted, "rejected": rejected, "duplicates": duplicates,
-        "requeued": requeued, "errors": errors,
-    })))
+    Ok(HttpResponse::Ok().json(SubmitResponse {
+        accepted,
+        duplicates,
+        errors,
+        rejected,
+        requeued,
+    }))
 }
 
 /// Task counts of a cycle (given, else the running one, else all).
-#[utoipa::path(get, path = "/v1/tasks/stats", params(("cycle_id" = Option<u64>, Query, description = "Cycle (default: the running one)")), responses((status = 200, body = super::openapi::TaskStats), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/tasks/stats", params(("cycle_id" = Option<u64>, Query, description = "Cycle (default: the running one)")), responses((status = 200, body = crate::wire::TaskStats), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn stats(
     state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,
@@ -210,14 +234,14 @@ pub async fn stats(
         .transpose()?;
     let mut conn = state.conn().await?;
     let counts = tasks::counts(&mut conn, requested).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "total_tasks": counts.total(),
-        "pending_tasks": counts.count(TaskStatus::Pending),
-        "assigned_tasks": counts.count(TaskStatus::Assigned),
-        "completed_tasks": counts.count(TaskStatus::Completed),
-        "failed_tasks": counts.count(TaskStatus::Failed),
-        "cancelled_tasks": counts.count(TaskStatus::Cancelled),
-        "active_executors": counts.active_executors,
-        "current_cycle_id": counts.cycle_id,
-    })))
+    Ok(HttpResponse::Ok().json(TaskStats {
+        assigned_tasks: counts.count(TaskStatus::Assigned),
+        cancelled_tasks: counts.count(TaskStatus::Cancelled),
+        completed_tasks: counts.count(TaskStatus::Completed),
+        current_cycle_id: counts.cycle_id,
+        failed_tasks: counts.count(TaskStatus::Failed),
+        pending_tasks: counts.count(TaskStatus::Pending),
+        total_tasks: counts.total(),
+        active_executors: counts.active_executors,
+    }))
 }

@@ -2,34 +2,33 @@
 //! poll.
 
 use actix_web::{web, HttpResponse};
-use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
 use crate::db::views::{self, WeightsRow};
-use crate::wire::timestamp;
+use crate::wire::{timestamp, Weights, WeightsMetadata};
 
 async fn load(state: &AppState, block: Option<i64>) -> Result<Option<WeightsRow>, ApiError> {
     let mut conn = state.conn().await?;
     Ok(views::weights(&mut conn, block).await?)
 }
 
-fn body(row: WeightsRow) -> Value {
+fn body(row: WeightsRow) -> Weights {
     let created = timestamp(row.created_at);
-    json!({
-        "block": row.block,
-        "block_number": row.block,
-        "cycle_id": row.cycle_id,
-        "weights": row.weights,
-        "weights_u16": row.weights_u16,
-        "created_at": created,
-        "timestamp": created,
-        "metadata": {
-            "n_miners_evaluated": row.n_miners,
-            "n_environments": row.n_environments,
-            "evaluation_duration_seconds": row.duration_seconds,
+    Weights {
+        block: row.block,
+        block_number: row.block,
+        created_at: created.clone(),
+        cycle_id: row.cycle_id,
+        metadata: WeightsMetadata {
+            evaluation_duration_seconds: row.duration_seconds,
+            n_environments: row.n_environments,
+            n_miners_evaluated: row.n_miners,
         },
-    })
+        timestamp: created,
+        weights: row.weights,
+        weights_u16: row.weights_u16,
+    }
 }
 
 /// How long one process serves the latest weights from memory (docs/api.md §5).
@@ -37,7 +36,7 @@ const LATEST_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The weights with the largest block (ties: largest id), cached per process for at most 5 s; a
 /// 404 is never cached.
-#[utoipa::path(get, path = "/v1/weights/latest", responses((status = 200, body = super::openapi::Weights), (status = 404, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/weights/latest", responses((status = 200, body = crate::wire::Weights), (status = 404, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let cached = state
         .weights_cache
@@ -63,7 +62,7 @@ pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// The weights of one block.
-#[utoipa::path(get, path = "/v1/weights/{block}", params(("block" = u64, Path, description = "Block number")), responses((status = 200, body = super::openapi::Weights), (status = 404, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/weights/{block}", params(("block" = u64, Path, description = "Block number")), responses((status = 200, body = crate::wire::Weights), (status = 404, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn by_block(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -15,12 +15,11 @@ use kinitro_actors::tasks::{decide, max_attempts_result, Decision, TaskResult, T
 use super::connect::DbError;
 use super::states::{task_status_text, TaskStatusColumn, TaskStatusCount};
 
-/// A claimed task as handed to an executor (docs/api.md §3.3); also its OpenAPI schema.
-#[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
+/// A claimed task row (the API shows it as `wire::Task`, docs/api.md §3.3).
+#[derive(Debug, Clone, QueryableByName)]
 pub struct ClaimedTask {
     /// Row id (FIFO order; not part of the API body).
     #[diesel(sql_type = BigInt)]
-    #[serde(skip)]
     pub id: i64,
     /// UUID v4.
     #[diesel(sql_type = Text)]
@@ -51,28 +50,16 @@ pub struct ClaimedTask {
     pub seed: i32,
     /// Secret simulation seed, stored as the i64 with the same bits.
     #[diesel(sql_type = BigInt)]
-    #[serde(serialize_with = "as_u64")]
-    #[schema(value_type = u64)]
     pub sim_seed: i64,
     /// Always `assigned`.
-    #[diesel(sql_type = Text)]
-    pub status: String,
+    #[diesel(sql_type = Text, deserialize_as = TaskStatusColumn)]
+    pub status: TaskStatus,
     /// Creation time.
     #[diesel(sql_type = Timestamptz)]
-    #[serde(serialize_with = "rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
     /// Which attempt this is.
     #[diesel(sql_type = Integer)]
     pub attempts: i32,
-}
-
-fn as_u64<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(*v as u64)
-}
-
-fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 /// Which pending tasks a claimer wants (the core's filter).
