@@ -5,6 +5,7 @@
 
 pub mod cycle_actor;
 pub mod envs;
+#[cfg(feature = "test-util")]
 pub mod memory;
 pub mod messages;
 pub mod ports;

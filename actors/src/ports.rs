@@ -1,6 +1,7 @@
 //! The ports: what the actors need from the outside world, as small object-safe traits over plain
 //! data (docs/architecture.md). The application implements them on PostgreSQL and the chain or a
-//! miners file; [`crate::memory`] implements them in memory for the actor tests.
+//! miners file; `memory` (behind the `test-util` feature) implements them in memory for the actor
+//! tests.
 //!
 //! Every method takes `&self` and returns a boxed, non-`Send` future: an actor runs on one arbiter
 //! thread, holds its port as `Rc<dyn …>` and may have several calls in flight at once.
