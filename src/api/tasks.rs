@@ -13,7 +13,10 @@ use super::body::{check_string, non_negative, read_json, Fields};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::tasks::{self, ClaimFilter, SubmitOutcome};
-use crate::wire::{timestamp, ClaimedTask, FetchResponse, SubmitResponse, TaskStats};
+use crate::wire::{
+    timestamp, ClaimedTask, FailureKindBody, FetchResponse, SubmitResponse, TaskStats,
+};
+use serde::Deserialize;
 
 /// How long one process reuses its `total_pending` count.
 const PENDING_CACHE: Duration = Duration::from_secs(1);
@@ -128,14 +131,15 @@ fn parse_result(v: &Value, path: &str) -> Result<TaskResult, ApiError> {
     let success = f.bool("success")?;
     let failure_kind = match f.get("failure_kind") {
         None => None,
-        Some(Value::String(s)) if s == "miner" => Some(FailureKind::Miner),
-        Some(Value::String(s)) if s == "infrastructure" => Some(FailureKind::Infrastructure),
-        Some(_) => {
-            return Err(ApiError::unprocessable(format!(
-                "{}: must be one of: miner, infrastructure",
-                f.path("failure_kind")
-            )))
-        }
+        Some(v) => match FailureKindBody::deserialize(v) {
+            Ok(kind) => Some(FailureKind::from(kind)),
+            Err(_) => {
+                return Err(ApiError::unprocessable(format!(
+                    "{}: must be one of: miner, infrastructure",
+                    f.path("failure_kind")
+                )))
+            }
+        },
     };
     if success && failure_kind.is_some() {
         return Err(ApiError::unprocessable(format!(
