@@ -12,6 +12,8 @@ pub mod db;
 pub mod env_server;
 pub mod executor;
 pub mod logging;
+pub mod metrics;
 pub mod miner;
 pub mod scheduler;
 pub mod sim;
+pub mod wire;

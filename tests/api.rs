@@ -10,6 +10,7 @@ use diesel::sql_types::Text;
 use diesel::QueryableByName;
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use kinitro::config::DatabaseUrl;
+use kinitro_actors::states::TaskStatus;
 use serde_json::{json, Value};
 
 /// At least 32 characters: the API refuses shorter keys.
@@ -791,7 +792,7 @@ async fn merged_claims_deal_tasks_in_request_order() {
     assert!(parts
         .iter()
         .flatten()
-        .all(|t| t.status == "assigned" && t.attempts == 1));
+        .all(|t| t.status == TaskStatus::Assigned && t.attempts == 1));
     #[derive(QueryableByName)]
     struct Owner {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -940,6 +941,123 @@ async fn openapi_document_lists_exactly_the_served_routes() {
         );
         let r = http(p.port, method, &concrete, &[AUTH], body);
         assert_eq!(r.status, 200, "{method} {concrete}: {}", r.body);
+    }
+}
+
+/// Checks `body` against `schema` of the OpenAPI document `doc`: same object keys as the schema's
+/// properties, element by element, and the JSON type of every value.
+fn conforms(doc: &Value, schema: &Value, body: &Value, at: &str) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return conforms(doc, &doc["components"]["schemas"][name], body, at);
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(variants) = schema[key].as_array() {
+            let non_null: Vec<&Value> = variants.iter().filter(|v| v["type"] != "null").collect();
+            if body.is_null() {
+                assert!(non_null.len() < variants.len(), "{at}: null not allowed");
+                return;
+            }
+            assert_eq!(non_null.len(), 1, "{at}: {schema}");
+            return conforms(doc, non_null[0], body, at);
+        }
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if body.is_null() {
+        assert!(
+            types.contains(&"null"),
+            "{at}: null where {schema} is documented"
+        );
+        return;
+    }
+    let kind = match body {
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+        Value::Null => unreachable!(),
+    };
+    assert!(
+        types.contains(&kind) || (kind == "integer" && types.contains(&"number")),
+        "{at}: a {kind} where {schema} is documented"
+    );
+    match body {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                conforms(doc, &schema["items"], item, &format!("{at}[{i}]"));
+            }
+        }
+        Value::Object(map) => {
+            if let Some(props) = schema["properties"].as_object() {
+                let mut documented: Vec<&String> = props.keys().collect();
+                let mut sent: Vec<&String> = map.keys().collect();
+                documented.sort();
+                sent.sort();
+                assert_eq!(sent, documented, "{at}: keys");
+                for (k, v) in map {
+                    conforms(doc, &props[k], v, &format!("{at}.{k}"));
+                }
+            } else if schema["additionalProperties"].is_object() {
+                for (k, v) in map {
+                    conforms(
+                        doc,
+                        &schema["additionalProperties"],
+                        v,
+                        &format!("{at}.{k}"),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_match_their_published_schemas() {
+    let url = seeded().await;
+    let p = api(&url);
+    let doc = http(p.port, "GET", "/openapi.json", &[], None).json();
+    let fetch = r#"{"executor_id": "probe", "batch_size": 2}"#;
+    let submit = r#"{"executor_id": "probe", "results": [{"task_uuid": "x", "success": false}]}"#;
+    let cases: [(&str, &str, &str, Option<&str>, u16); 12] = [
+        ("GET", "/health", "/health", None, 200),
+        ("GET", "/v1/status", "/v1/status", None, 200),
+        ("GET", "/v1/weights/latest", "/v1/weights/latest", None, 200),
+        ("GET", "/v1/weights/{block}", "/v1/weights/12300", None, 200),
+        ("GET", "/v1/weights/{block}", "/v1/weights/1", None, 404),
+        ("GET", "/v1/scores/latest", "/v1/scores/latest", None, 200),
+        ("GET", "/v1/scores/{cycle_id}", "/v1/scores/2", None, 200),
+        ("GET", "/v1/miners", "/v1/miners", None, 200),
+        ("GET", "/v1/environments", "/v1/environments", None, 200),
+        (
+            "POST",
+            "/v1/tasks/fetch",
+            "/v1/tasks/fetch",
+            Some(fetch),
+            200,
+        ),
+        (
+            "POST",
+            "/v1/tasks/submit",
+            "/v1/tasks/submit",
+            Some(submit),
+            200,
+        ),
+        ("GET", "/v1/tasks/stats", "/v1/tasks/stats", None, 200),
+    ];
+    for (method, pattern, concrete, body, status) in cases {
+        let r = http(p.port, method, concrete, &[AUTH], body);
+        assert_eq!(r.status, status, "{method} {concrete}: {}", r.body);
+        let schema = &doc["paths"][pattern][method.to_lowercase()]["responses"][status.to_string()]
+            ["content"]["application/json"]["schema"];
+        assert!(schema.is_object(), "{method} {pattern} {status}: no schema");
+        conforms(&doc, schema, &r.json(), &format!("{method} {concrete}"));
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod cycle_actor;
 pub mod envs;
+#[cfg(feature = "test-util")]
 pub mod memory;
 pub mod messages;
 pub mod ports;
@@ -12,6 +13,7 @@ pub mod registry;
 pub mod registry_actor;
 pub mod scoring;
 pub mod seeds;
+pub mod states;
 pub mod task_queue_actor;
 pub mod tasks;
 pub mod weights_actor;

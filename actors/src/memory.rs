@@ -13,6 +13,7 @@ use crate::ports::{
 };
 use crate::registry::{MinerEntry, MinerStatus};
 use crate::scoring::aggregate::{EpisodeOutcome, FailureKind};
+use crate::states::{CycleStatus, TaskStatus};
 use crate::tasks::{decide, max_attempts_result, Decision, TaskResult, TaskState};
 
 /// A stored cycle.
@@ -23,7 +24,7 @@ pub struct MemoryCycle {
     /// Block.
     pub block: i64,
     /// `running`, `completed` or `failed`.
-    pub status: String,
+    pub status: CycleStatus,
     /// Error of a failed cycle.
     pub error: Option<String>,
     /// The completion record of a completed cycle.
@@ -104,7 +105,7 @@ impl MemoryStore {
 }
 
 fn open(t: &MemoryTask) -> bool {
-    t.state.status == "pending" || t.state.status == "assigned"
+    t.state.status.is_open()
 }
 
 fn outcome_of(miner_uid: i32, env_id: &str, result: &Value) -> EpisodeOutcome {
@@ -112,11 +113,7 @@ fn outcome_of(miner_uid: i32, env_id: &str, result: &Value) -> EpisodeOutcome {
         miner_uid: miner_uid as u32,
         env_id: env_id.to_string(),
         success: result["success"].as_bool().unwrap_or(false),
-        failure_kind: match result["failure_kind"].as_str() {
-            Some("miner") => Some(FailureKind::Miner),
-            Some("infrastructure") => Some(FailureKind::Infrastructure),
-            _ => None,
-        },
+        failure_kind: serde_json::from_value::<FailureKind>(result["failure_kind"].clone()).ok(),
         total_reward: result["total_reward"].as_f64().unwrap_or(0.0),
     }
 }
@@ -137,7 +134,11 @@ impl Store for MemoryStore {
             d.cycles.push(MemoryCycle {
                 id,
                 block: draft.block,
-                status: if active == 0 { "failed" } else { "running" }.into(),
+                status: if active == 0 {
+                    CycleStatus::Failed
+                } else {
+                    CycleStatus::Running
+                },
                 error: (active == 0).then(|| "no evaluable miners".into()),
                 record: None,
             });
@@ -146,7 +147,7 @@ impl Store for MemoryStore {
             d.tasks.extend(tasks.into_iter().map(|t| MemoryTask {
                 cycle_id: id,
                 state: TaskState {
-                    status: "pending".into(),
+                    status: TaskStatus::Pending,
                     assigned_to: None,
                     attempts: 0,
                     max_attempts: t.max_attempts,
@@ -174,11 +175,14 @@ impl Store for MemoryStore {
         }))
     }
 
-    fn progress(&self, cycle_id: i32) -> PortFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+    fn progress(
+        &self,
+        cycle_id: i32,
+    ) -> PortFuture<'_, Result<Vec<(TaskStatus, i64)>, StoreError>> {
         ready(self.with(|d| {
-            let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+            let mut counts: std::collections::BTreeMap<TaskStatus, i64> = Default::default();
             for t in d.tasks.iter().filter(|t| t.cycle_id == cycle_id) {
-                *counts.entry(t.state.status.clone()).or_default() += 1;
+                *counts.entry(t.state.status).or_default() += 1;
             }
             counts.into_iter().collect()
         }))
@@ -192,22 +196,22 @@ impl Store for MemoryStore {
             let running: Vec<i32> = d
                 .cycles
                 .iter()
-                .filter(|c| c.status == "running")
+                .filter(|c| c.status == CycleStatus::Running)
                 .map(|c| c.id)
                 .collect();
             let (mut requeued, mut given_up) = (0, 0);
             for t in d.tasks.iter_mut().filter(|t| {
-                t.state.status == "assigned"
+                t.state.status == TaskStatus::Assigned
                     && running.contains(&t.cycle_id)
                     && t.assigned_at.is_some_and(|at| at.elapsed() > threshold)
             }) {
                 t.assigned_at = None;
                 if t.state.attempts >= t.state.max_attempts {
-                    t.state.status = "failed".into();
+                    t.state.status = TaskStatus::Failed;
                     t.result = Some(max_attempts_result("stale assignment"));
                     given_up += 1;
                 } else {
-                    t.state.status = "pending".into();
+                    t.state.status = TaskStatus::Pending;
                     requeued += 1;
                 }
             }
@@ -223,8 +227,8 @@ impl Store for MemoryStore {
     ) -> PortFuture<'_, Result<usize, StoreError>> {
         ready(self.with(|d| {
             for c in d.cycles.iter_mut().filter(|c| c.id == cycle_id) {
-                if c.status == "running" {
-                    c.status = "failed".into();
+                if c.status == CycleStatus::Running {
+                    c.status = CycleStatus::Failed;
                     c.error = Some(message.clone());
                 }
             }
@@ -234,7 +238,7 @@ impl Store for MemoryStore {
                 .iter_mut()
                 .filter(|t| t.cycle_id == cycle_id && open(t))
             {
-                t.state.status = "cancelled".into();
+                t.state.status = TaskStatus::Cancelled;
                 t.result = Some(json!({ "error": task_error }));
                 cancelled += 1;
             }
@@ -248,7 +252,7 @@ impl Store for MemoryStore {
                 .iter()
                 .filter(|t| {
                     t.cycle_id == cycle_id
-                        && (t.state.status == "completed" || t.state.status == "failed")
+                        && matches!(t.state.status, TaskStatus::Completed | TaskStatus::Failed)
                 })
                 .filter_map(|t| {
                     let r = t.result.as_ref()?;
@@ -261,7 +265,7 @@ impl Store for MemoryStore {
     fn complete_cycle(&self, record: CycleRecord) -> PortFuture<'_, Result<(), StoreError>> {
         ready(self.with(|d| {
             if let Some(c) = d.cycles.iter_mut().find(|c| c.id == record.cycle_id) {
-                c.status = "completed".into();
+                c.status = CycleStatus::Completed;
                 c.record = Some(record);
             }
         }))
@@ -281,7 +285,7 @@ impl Store for MemoryStore {
             let running: Vec<i32> = d
                 .cycles
                 .iter()
-                .filter(|c| c.status == "running")
+                .filter(|c| c.status == CycleStatus::Running)
                 .map(|c| c.id)
                 .collect();
             let mut out = Vec::new();
@@ -289,13 +293,13 @@ impl Store for MemoryStore {
                 if out.len() == max {
                     break;
                 }
-                if t.state.status != "pending"
+                if t.state.status != TaskStatus::Pending
                     || !running.contains(&t.cycle_id)
                     || !filter.admits(&t.draft.env_id, t.draft.miner_uid)
                 {
                     continue;
                 }
-                t.state.status = "assigned".into();
+                t.state.status = TaskStatus::Assigned;
                 t.state.assigned_to = Some(executor_id.clone());
                 t.state.attempts += 1;
                 t.assigned_at = Some(Instant::now());
@@ -333,14 +337,12 @@ impl Store for MemoryStore {
                     result,
                     terminal,
                 } => {
-                    t.state.status = status.into();
+                    t.state.status = status;
                     t.result = Some(result);
                     t.state.last_submitted_by = Some(executor_id.clone());
                     t.state.last_submitted_attempt = Some(t.state.attempts);
                     if terminal {
-                        SubmitOutcome::Accepted {
-                            status: status.into(),
-                        }
+                        SubmitOutcome::Accepted { status }
                     } else {
                         t.assigned_at = None;
                         SubmitOutcome::Requeued

@@ -1,6 +1,7 @@
 //! The ports: what the actors need from the outside world, as small object-safe traits over plain
 //! data (docs/architecture.md). The application implements them on PostgreSQL and the chain or a
-//! miners file; [`crate::memory`] implements them in memory for the actor tests.
+//! miners file; `memory` (behind the `test-util` feature) implements them in memory for the actor
+//! tests.
 //!
 //! Every method takes `&self` and returns a boxed, non-`Send` future: an actor runs on one arbiter
 //! thread, holds its port as `Rc<dyn …>` and may have several calls in flight at once.
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 use crate::registry::{ClassifiedMiner, MinerEntry};
 use crate::scoring::aggregate::{EpisodeOutcome, PairStats};
+use crate::states::TaskStatus;
 use crate::tasks::TaskResult;
 
 /// The future a port method returns.
@@ -181,7 +183,7 @@ pub enum SubmitOutcome {
     /// Applied as a terminal result.
     Accepted {
         /// The new status (`completed` or `failed`).
-        status: String,
+        status: TaskStatus,
     },
     /// An infrastructure failure put the task back to pending.
     Requeued,
@@ -203,7 +205,8 @@ pub trait Store {
     /// Tasks of the cycle still `pending` or `assigned`.
     fn open_tasks(&self, cycle_id: i32) -> PortFuture<'_, Result<i64, StoreError>>;
     /// Task counts of a cycle per status.
-    fn progress(&self, cycle_id: i32) -> PortFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
+    fn progress(&self, cycle_id: i32)
+        -> PortFuture<'_, Result<Vec<(TaskStatus, i64)>, StoreError>>;
     /// Re-queues (or gives up) tasks of running cycles assigned longer than `threshold` ago;
     /// returns (requeued, given_up).
     fn reap_stale(&self, threshold: Duration)

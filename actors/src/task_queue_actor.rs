@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::messages::{CancelCycle, Claim, CycleEnqueued, CycleFinished, Report};
 use crate::ports::{QueuedTask, Store, StoreError, SubmitOutcome};
+use crate::states::TaskStatus;
 
 /// Timings of the queue.
 #[derive(Debug, Clone)]
@@ -35,6 +36,29 @@ pub struct QueueConfig {
 /// Counts queue events (`reaped`, `given_up`) into the application's metrics.
 pub type QueueObserver = Box<dyn Fn(&'static str, u64)>;
 
+/// One round of stale reaping (docs/database.md §5): re-queues, or gives up after the attempts cap,
+/// the tasks assigned longer than `threshold` ago, logs `stale_tasks_reaped` and reports the
+/// `reaped` and `given_up` events to `observe`. Both reapers run it: the scheduler's task queue and
+/// the API's, each with its own threshold and period. `reap` is the store's statement for one round.
+pub async fn reap_stale_round(
+    reap: impl std::future::Future<Output = Result<(usize, usize), StoreError>>,
+    observe: &dyn Fn(&'static str, u64),
+) -> Result<(usize, usize), StoreError> {
+    let reaped = reap.await;
+    match &reaped {
+        Ok((requeued, given_up)) if requeued + given_up > 0 => {
+            tracing::info!(event = "stale_tasks_reaped", requeued, given_up);
+            observe("reaped", (requeued + given_up) as u64);
+            if *given_up > 0 {
+                observe("given_up", *given_up as u64);
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "stale reaping failed"),
+    }
+    reaped
+}
+
 struct Watched {
     finished: Recipient<CycleFinished>,
     last_progress: Option<Instant>,
@@ -46,7 +70,7 @@ pub struct TaskQueueActor {
     config: QueueConfig,
     watched: BTreeMap<i32, Watched>,
     checking: bool,
-    observer: Option<QueueObserver>,
+    observer: Option<Rc<dyn Fn(&'static str, u64)>>,
     work_available: Option<Arc<Notify>>,
 }
 
@@ -65,7 +89,7 @@ impl TaskQueueActor {
 
     /// Reports queue events to `observer`.
     pub fn with_observer(mut self, observer: QueueObserver) -> Self {
-        self.observer = Some(observer);
+        self.observer = Some(Rc::from(observer));
         self
     }
 
@@ -74,12 +98,6 @@ impl TaskQueueActor {
     pub fn with_wakeup(mut self, notify: Arc<Notify>) -> Self {
         self.work_available = Some(notify);
         self
-    }
-
-    fn observe(&self, event: &'static str, n: u64) {
-        if let (Some(f), true) = (&self.observer, n > 0) {
-            f(event, n);
-        }
     }
 
     /// One check: reap stale tasks (on the poll timer only), then count each watched cycle's open
@@ -101,12 +119,16 @@ impl TaskQueueActor {
                 (*id, due)
             })
             .collect();
+        let observer = self.observer.clone();
         let work = async move {
-            let reaped = if reap {
-                store.reap_stale(threshold).await
-            } else {
-                Ok((0, 0))
-            };
+            if reap {
+                let observe = |event: &'static str, n: u64| {
+                    if let Some(f) = &observer {
+                        f(event, n);
+                    }
+                };
+                let _ = reap_stale_round(store.reap_stale(threshold), &observe).await;
+            }
             let mut open = Vec::new();
             for (id, due) in progress_due {
                 let count = store.open_tasks(id).await;
@@ -117,29 +139,20 @@ impl TaskQueueActor {
                 };
                 open.push((id, count, progress));
             }
-            (reaped, open)
+            open
         };
-        ctx.spawn(work.into_actor(self).map(|(reaped, open), act, _| {
+        ctx.spawn(work.into_actor(self).map(|open, act, _| {
             act.checking = false;
-            match reaped {
-                Ok((requeued, given_up)) if requeued + given_up > 0 => {
-                    tracing::info!(event = "stale_tasks_reaped", requeued, given_up);
-                    act.observe("reaped", (requeued + given_up) as u64);
-                    act.observe("given_up", given_up as u64);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "stale reaping failed"),
-            }
             for (cycle_id, count, progress) in open {
                 if let Some(p) = progress {
-                    let n = |s: &str| p.iter().find(|(k, _)| k == s).map_or(0, |(_, v)| *v);
+                    let n = |s: TaskStatus| p.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
                     tracing::info!(
                         event = "cycle_progress",
                         cycle_id,
-                        pending = n("pending"),
-                        assigned = n("assigned"),
-                        completed = n("completed"),
-                        failed = n("failed")
+                        pending = n(TaskStatus::Pending),
+                        assigned = n(TaskStatus::Assigned),
+                        completed = n(TaskStatus::Completed),
+                        failed = n(TaskStatus::Failed)
                     );
                     if let Some(w) = act.watched.get_mut(&cycle_id) {
                         w.last_progress = Some(Instant::now());
@@ -211,24 +224,25 @@ impl Handler<Report> for TaskQueueActor {
         let store = self.store.clone();
         let pause = self.config.commit_retry_pause;
         let attempts = self.config.commit_attempts.max(1);
+        // Where a locally reported result enters: its blame is settled here, once.
+        let result = msg.result.settled();
+        let executor_id = msg.executor_id;
         let commit = async move {
             let mut outcome = SubmitOutcome::Unavailable(String::new());
             for attempt in 1..=attempts {
-                outcome = store
-                    .submit(msg.executor_id.clone(), msg.result.clone())
-                    .await;
+                outcome = store.submit(executor_id.clone(), result.clone()).await;
                 let SubmitOutcome::Unavailable(e) = &outcome else {
                     break;
                 };
-                tracing::warn!(task = %msg.result.task_uuid, attempt, error = %e,
+                tracing::warn!(task = %result.task_uuid, attempt, error = %e,
                     "result not committed yet; retrying");
                 tokio::time::sleep(pause).await;
             }
             match &outcome {
-                SubmitOutcome::Unavailable(_) => tracing::error!(task = %msg.result.task_uuid,
+                SubmitOutcome::Unavailable(_) => tracing::error!(task = %result.task_uuid,
                     "result not committed; the stale reaper will re-queue the task"),
                 SubmitOutcome::Rejected(m) => {
-                    tracing::warn!(task = %msg.result.task_uuid, reason = %m, "result rejected")
+                    tracing::warn!(task = %result.task_uuid, reason = %m, "result rejected")
                 }
                 _ => {}
             }

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::scoring::aggregate::FailureKind;
+use crate::states::TaskStatus;
 
 /// Longest `error` text stored (longer ones are truncated).
 pub const MAX_ERROR_CHARS: usize = 4096;
@@ -23,7 +24,8 @@ pub struct TaskResult {
     pub timesteps: u32,
     /// Error text.
     pub error: Option<String>,
-    /// Explicit blame, or `None` to derive it (docs/database.md §4.3).
+    /// Blame: explicit, or derived once by [`TaskResult::settled`] where a submitted result enters
+    /// (docs/database.md §4.3).
     pub failure_kind: Option<FailureKind>,
     /// Mean `/act` round trip, seconds.
     pub action_time_mean: Option<f64>,
@@ -52,6 +54,14 @@ impl TaskResult {
         }
     }
 
+    /// The result with its blame settled: `failure_kind` becomes [`Self::effective_failure_kind`].
+    /// Applied once, where a submitted result becomes this type (the API's submit handler and the
+    /// local task queue); the rules after it read `failure_kind` only.
+    pub fn settled(mut self) -> Self {
+        self.failure_kind = self.effective_failure_kind();
+        self
+    }
+
     fn error_text(&self) -> Option<String> {
         self.error.as_ref().map(|e| truncate(e))
     }
@@ -65,8 +75,8 @@ pub fn truncate(s: &str) -> String {
 /// The state of a task row, as far as a submission cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskState {
-    /// `pending`, `assigned`, `completed`, `failed`, `cancelled`.
-    pub status: String,
+    /// Lifecycle state.
+    pub status: TaskStatus,
     /// Current or last claimant.
     pub assigned_to: Option<String>,
     /// Claims so far.
@@ -89,7 +99,7 @@ pub enum Decision {
     /// Apply: new status, `result` JSON, whether `completed_at` is set, whether it was re-queued.
     Apply {
         /// New status.
-        status: &'static str,
+        status: TaskStatus,
         /// The `result` column.
         result: Value,
         /// Terminal (sets `completed_at`) or re-queued (clears `assigned_at`).
@@ -97,7 +107,8 @@ pub enum Decision {
     },
 }
 
-/// The submission decision of docs/database.md §4.4 for an executor `executor` and an existing row.
+/// The submission decision of docs/database.md §4.4 for an executor `executor` and an existing row;
+/// `r` is [settled](TaskResult::settled).
 pub fn decide(row: &TaskState, executor: &str, uuid: &str, r: &TaskResult) -> Decision {
     let not_assigned = || {
         Decision::Rejected(format!(
@@ -109,33 +120,37 @@ pub fn decide(row: &TaskState, executor: &str, uuid: &str, r: &TaskResult) -> De
     {
         return Decision::Duplicate;
     }
-    if row.status == "cancelled" {
+    if row.status == TaskStatus::Cancelled {
         return Decision::Rejected(format!("Task {uuid}: cycle cancelled"));
     }
     let holds = row.assigned_to.as_deref() == Some(executor);
-    if !holds || !(row.status == "assigned" || row.status == "pending") {
+    if !holds || !row.status.is_open() {
         return not_assigned();
     }
-    match r.effective_failure_kind() {
+    match r.failure_kind {
         Some(FailureKind::Infrastructure) => {
             let last_error = r.error_text().unwrap_or_default();
             if row.attempts < row.max_attempts {
                 Decision::Apply {
-                    status: "pending",
+                    status: TaskStatus::Pending,
                     result: json!({"requeued": true, "failure_kind": "infrastructure", "last_error": last_error,
                                    "executor_id": executor, "attempt": row.attempts}),
                     terminal: false,
                 }
             } else {
                 Decision::Apply {
-                    status: "failed",
+                    status: TaskStatus::Failed,
                     result: max_attempts_result(&last_error),
                     terminal: true,
                 }
             }
         }
         kind => Decision::Apply {
-            status: if r.success { "completed" } else { "failed" },
+            status: if r.success {
+                TaskStatus::Completed
+            } else {
+                TaskStatus::Failed
+            },
             result: json!({
                 "success": r.success, "score": r.score, "total_reward": r.total_reward,
                 "timesteps": r.timesteps, "error": r.error_text(), "failure_kind": kind,
@@ -158,9 +173,9 @@ pub fn max_attempts_result(last_error: &str) -> Value {
 mod tests {
     use super::*;
 
-    fn row(status: &str, to: Option<&str>, attempts: i32) -> TaskState {
+    fn row(status: TaskStatus, to: Option<&str>, attempts: i32) -> TaskState {
         TaskState {
-            status: status.into(),
+            status,
             assigned_to: to.map(String::from),
             attempts,
             max_attempts: 3,
@@ -183,6 +198,7 @@ mod tests {
             verification_passed: None,
             verification_score: None,
         }
+        .settled()
     }
 
     #[test]
@@ -202,58 +218,58 @@ mod tests {
     #[test]
     fn transitions() {
         let ok = result(true, None, None);
-        match decide(&row("assigned", Some("x"), 1), "x", "u", &ok) {
+        match decide(&row(TaskStatus::Assigned, Some("x"), 1), "x", "u", &ok) {
             Decision::Apply {
                 status,
                 terminal,
                 result,
             } => {
-                assert_eq!((status, terminal), ("completed", true));
+                assert_eq!((status, terminal), (TaskStatus::Completed, true));
                 assert_eq!(result["attempt"], 1);
             }
             d => panic!("{d:?}"),
         }
         assert_eq!(
-            decide(&row("assigned", Some("y"), 1), "x", "u", &ok),
+            decide(&row(TaskStatus::Assigned, Some("y"), 1), "x", "u", &ok),
             Decision::Rejected("Task u: not found or not assigned to executor".into())
         );
         assert_eq!(
-            decide(&row("cancelled", Some("x"), 1), "x", "u", &ok),
+            decide(&row(TaskStatus::Cancelled, Some("x"), 1), "x", "u", &ok),
             Decision::Rejected("Task u: cycle cancelled".into())
         );
-        let mut done = row("completed", Some("x"), 1);
+        let mut done = row(TaskStatus::Completed, Some("x"), 1);
         done.last_submitted_by = Some("x".into());
         done.last_submitted_attempt = Some(1);
         assert_eq!(decide(&done, "x", "u", &ok), Decision::Duplicate);
         // A late result after a stale re-queue, not yet re-claimed, is still accepted.
         assert!(matches!(
-            decide(&row("pending", Some("x"), 1), "x", "u", &ok),
+            decide(&row(TaskStatus::Pending, Some("x"), 1), "x", "u", &ok),
             Decision::Apply { .. }
         ));
         let infra = result(false, Some("simulator exploded"), None);
-        match decide(&row("assigned", Some("x"), 1), "x", "u", &infra) {
+        match decide(&row(TaskStatus::Assigned, Some("x"), 1), "x", "u", &infra) {
             Decision::Apply {
                 status,
                 terminal,
                 result,
             } => {
-                assert_eq!((status, terminal), ("pending", false));
+                assert_eq!((status, terminal), (TaskStatus::Pending, false));
                 assert_eq!(result["requeued"], true);
             }
             d => panic!("{d:?}"),
         }
-        match decide(&row("assigned", Some("x"), 3), "x", "u", &infra) {
+        match decide(&row(TaskStatus::Assigned, Some("x"), 3), "x", "u", &infra) {
             Decision::Apply { status, result, .. } => {
-                assert_eq!(status, "failed");
+                assert_eq!(status, TaskStatus::Failed);
                 assert_eq!(result["error"], "max attempts exceeded");
                 assert_eq!(result["last_error"], "simulator exploded");
             }
             d => panic!("{d:?}"),
         }
         let long = result(false, Some(&"Miner ".repeat(1000)), None);
-        match decide(&row("assigned", Some("x"), 1), "x", "u", &long) {
+        match decide(&row(TaskStatus::Assigned, Some("x"), 1), "x", "u", &long) {
             Decision::Apply { result, status, .. } => {
-                assert_eq!(status, "failed");
+                assert_eq!(status, TaskStatus::Failed);
                 assert_eq!(
                     result["error"].as_str().unwrap().chars().count(),
                     MAX_ERROR_CHARS

@@ -19,6 +19,7 @@ use kinitro_actors::registry_actor::MinerRegistryActor;
 use kinitro_actors::scoring::aggregate::FailureKind;
 use kinitro_actors::scoring::ScoringParams;
 use kinitro_actors::seeds;
+use kinitro_actors::states::{CycleStatus, TaskStatus};
 use kinitro_actors::task_queue_actor::{QueueConfig, TaskQueueActor};
 use kinitro_actors::tasks::TaskResult;
 use kinitro_actors::weights_actor::WeightsActor;
@@ -232,7 +233,9 @@ async fn a_full_cycle_scores_the_successful_miner_highest_then_the_next_one_star
         SubmitOutcome::Duplicate
     );
     let d = until(&s.store, "cycle 1 completed", |d| {
-        d.cycles.first().is_some_and(|c| c.status == "completed")
+        d.cycles
+            .first()
+            .is_some_and(|c| c.status == CycleStatus::Completed)
     })
     .await;
     let record = d.cycles[0].record.clone().unwrap();
@@ -268,7 +271,9 @@ async fn no_evaluable_miner_fails_the_cycle_and_keeps_the_latest_weights() {
         Timings::default(),
     );
     let d = until(&s.store, "cycle 1 failed", |d| {
-        d.cycles.first().is_some_and(|c| c.status == "failed")
+        d.cycles
+            .first()
+            .is_some_and(|c| c.status == CycleStatus::Failed)
     })
     .await;
     assert_eq!(d.cycles[0].error.as_deref(), Some("no evaluable miners"));
@@ -289,21 +294,25 @@ async fn a_cycle_timeout_cancels_the_open_tasks_and_the_next_cycle_follows() {
         },
     );
     let d = until(&s.store, "cycle 1 timed out", |d| {
-        d.cycles.first().is_some_and(|c| c.status == "failed")
+        d.cycles
+            .first()
+            .is_some_and(|c| c.status == CycleStatus::Failed)
     })
     .await;
     assert_eq!(d.cycles[0].error.as_deref(), Some(TIMEOUT_ERROR));
     let first: Vec<_> = d.tasks.iter().filter(|t| t.cycle_id == 1).collect();
     assert_eq!(first.len(), 8);
     for t in first {
-        assert_eq!(t.state.status, "cancelled");
+        assert_eq!(t.state.status, TaskStatus::Cancelled);
         assert_eq!(
             t.result.as_ref().unwrap()["error"],
             format!("Cycle cancelled: {TIMEOUT_ERROR}")
         );
     }
     until(&s.store, "cycle 2 running", |d| {
-        d.cycles.get(1).is_some_and(|c| c.status == "running")
+        d.cycles
+            .get(1)
+            .is_some_and(|c| c.status == CycleStatus::Running)
     })
     .await;
 }
@@ -334,12 +343,14 @@ async fn stale_tasks_are_reassigned_then_given_up_at_the_attempts_cap() {
     // exec-b dies too: attempt 2 of 2, so the tasks are given up, and with nothing countable the
     // cycle fails.
     let d = until(&s.store, "cycle 1 failed", |d| {
-        d.cycles.first().is_some_and(|c| c.status == "failed")
+        d.cycles
+            .first()
+            .is_some_and(|c| c.status == CycleStatus::Failed)
     })
     .await;
     assert_eq!(d.cycles[0].error.as_deref(), Some("no countable results"));
     for t in &d.tasks {
-        assert_eq!(t.state.status, "failed");
+        assert_eq!(t.state.status, TaskStatus::Failed);
         assert_eq!(t.state.attempts, 2);
         assert_eq!(t.result.as_ref().unwrap()["error"], "max attempts exceeded");
     }
@@ -364,7 +375,9 @@ async fn an_infrastructure_failure_requeues_the_task_without_charging_the_miner(
         report(&s, executor, result(t, true)).await;
     }
     let d = until(&s.store, "cycle 1 completed", |d| {
-        d.cycles.first().is_some_and(|c| c.status == "completed")
+        d.cycles
+            .first()
+            .is_some_and(|c| c.status == CycleStatus::Completed)
     })
     .await;
     let scores = &d.cycles[0].record.as_ref().unwrap().scores;
@@ -397,10 +410,15 @@ async fn a_store_outage_while_results_arrive_loses_no_result() {
         );
     }
     let d = until(&s.store, "cycle 1 completed", |d| {
-        d.cycles.first().is_some_and(|c| c.status == "completed")
+        d.cycles
+            .first()
+            .is_some_and(|c| c.status == CycleStatus::Completed)
     })
     .await;
-    assert!(d.tasks.iter().all(|t| t.state.status == "completed"));
+    assert!(d
+        .tasks
+        .iter()
+        .all(|t| t.state.status == TaskStatus::Completed));
 }
 
 #[actix::test]
@@ -459,7 +477,8 @@ async fn a_lost_lock_stops_the_scheduler_at_once_and_nothing_more_is_written() {
     let after = s.store.data();
     assert_eq!(before.heartbeats.len(), after.heartbeats.len());
     assert_eq!(
-        after.cycles[0].status, "running",
+        after.cycles[0].status,
+        CycleStatus::Running,
         "a scheduler without the lock writes nothing"
     );
     assert!(!s.cycle.connected());
@@ -473,9 +492,12 @@ async fn a_graceful_shutdown_cancels_the_running_cycle() {
     let exit = with_timeout(s.exit).await.unwrap().unwrap();
     assert_eq!(exit, SchedulerExit::Shutdown);
     let d = s.store.data();
-    assert_eq!(d.cycles[0].status, "failed");
+    assert_eq!(d.cycles[0].status, CycleStatus::Failed);
     assert_eq!(d.cycles[0].error.as_deref(), Some(SHUTDOWN_ERROR));
-    assert!(d.tasks.iter().all(|t| t.state.status == "cancelled"
-        && t.result.as_ref().unwrap()["error"] == "Cycle cancelled on scheduler shutdown"));
+    assert!(d
+        .tasks
+        .iter()
+        .all(|t| t.state.status == TaskStatus::Cancelled
+            && t.result.as_ref().unwrap()["error"] == "Cycle cancelled on scheduler shutdown"));
     assert_eq!(d.heartbeats.last().unwrap().next_cycle_at, None);
 }

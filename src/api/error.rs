@@ -1,8 +1,8 @@
 //! Error bodies: always `{"detail": "<message>"}` (docs/api.md §1.1).
 
+use crate::wire::ErrorBody;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
 /// An API error with its status and message.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,9 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
         }
-        response.json(json!({ "detail": self.detail }))
+        response.json(ErrorBody {
+            detail: self.detail.clone(),
+        })
     }
 }
 

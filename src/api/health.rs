@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
+use crate::wire::Health;
 use actix_web::{web, HttpResponse};
-use diesel_async::RunQueryDsl;
-use serde_json::json;
 
 use super::AppState;
 
@@ -14,7 +13,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 async fn database_up(state: &AppState) -> bool {
     let probe = async {
         let mut conn = state.pool.get().await.ok()?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
+        crate::db::views::ping(&mut conn).await.ok()
     };
     matches!(
         tokio::time::timeout(PROBE_TIMEOUT, probe).await,
@@ -23,14 +22,16 @@ async fn database_up(state: &AppState) -> bool {
 }
 
 /// 200 when the database answers, 503 otherwise.
-#[utoipa::path(get, path = "/health", responses((status = 200, body = super::openapi::Health), (status = 503, body = super::openapi::Health)))]
+#[utoipa::path(get, path = "/health", responses((status = 200, body = crate::wire::Health), (status = 503, body = crate::wire::Health)))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let version = env!("CARGO_PKG_VERSION");
+    let body = |status: &str, database: &str| Health {
+        database: database.into(),
+        status: status.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
     if database_up(&state).await {
-        HttpResponse::Ok()
-            .json(json!({"status": "healthy", "database": "connected", "version": version}))
+        HttpResponse::Ok().json(body("healthy", "connected"))
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "unhealthy", "database": "disconnected", "version": version}))
+        HttpResponse::ServiceUnavailable().json(body("unhealthy", "disconnected"))
     }
 }

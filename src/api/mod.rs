@@ -7,7 +7,6 @@ pub mod claims;
 pub mod cycles;
 pub mod error;
 pub mod health;
-pub mod metrics;
 pub mod miners;
 pub mod openapi;
 pub mod scores;
@@ -28,6 +27,8 @@ use diesel_async::AsyncPgConnection;
 use crate::config::api::ApiConfig;
 use crate::db::DbPool;
 use error::ApiError;
+use kinitro_actors::ports::StoreError;
+use kinitro_actors::task_queue_actor::reap_stale_round;
 
 /// How often the API re-queues stale tasks (docs/database.md §5).
 const REAPER_PERIOD: Duration = Duration::from_secs(30);
@@ -48,12 +49,12 @@ pub struct AppState {
     /// The serialised latest-weights body, with when it was read.
     pub weights_cache: Arc<Mutex<Option<(Instant, bytes::Bytes)>>>,
     /// The metrics registry.
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
     /// State for a service configured by `config`.
-    pub fn new(config: &ApiConfig, pool: DbPool, metrics: Arc<metrics::Metrics>) -> Self {
+    pub fn new(config: &ApiConfig, pool: DbPool, metrics: Arc<crate::metrics::Metrics>) -> Self {
         Self {
             pool,
             auth: auth::Auth::new(&config.api_keys, config.auth_disabled),
@@ -88,39 +89,36 @@ where
         .default_service(web::to(error::method_not_allowed))
 }
 
-/// Registers every route of docs/api.md §4 (the literal `latest` routes before the numeric ones).
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(route("/health", web::get(), health::health))
-        .service(route("/v1/status", web::get(), status::status))
-        .service(route("/v1/weights/latest", web::get(), weights::latest))
-        .service(route("/v1/weights/{block}", web::get(), weights::by_block))
-        .service(route("/v1/scores/latest", web::get(), scores::latest))
-        .service(route("/v1/scores/{cycle_id}", web::get(), scores::by_cycle))
-        .service(route("/v1/miners", web::get(), miners::miners))
-        .service(route("/v1/environments", web::get(), status::environments))
-        .service(route("/v1/tasks/fetch", web::post(), tasks::fetch))
-        .service(route("/v1/tasks/submit", web::post(), tasks::submit))
-        .service(route("/v1/tasks/stats", web::get(), tasks::stats))
-        .service(route("/metrics", web::get(), metrics_endpoint))
-        .service(route("/openapi.json", web::get(), openapi::openapi_json));
+/// The route table, written once: [`routes`] registers it and [`ROUTE_PATTERNS`] lists its
+/// patterns for the OpenAPI consistency test.
+macro_rules! route_table {
+    ($($path:literal => $method:ident $handler:path),* $(,)?) => {
+        /// Registers every route of docs/api.md §4 (the literal `latest` routes before the numeric
+        /// ones).
+        pub fn routes(cfg: &mut web::ServiceConfig) {
+            $(cfg.service(route($path, web::$method(), $handler));)*
+        }
+
+        /// The route patterns [`routes`] registers, for the OpenAPI consistency test.
+        pub const ROUTE_PATTERNS: &[&str] = &[$($path),*];
+    };
 }
 
-/// The route patterns [`routes`] registers, for the OpenAPI consistency test.
-pub const ROUTE_PATTERNS: [&str; 13] = [
-    "/health",
-    "/v1/status",
-    "/v1/weights/latest",
-    "/v1/weights/{block}",
-    "/v1/scores/latest",
-    "/v1/scores/{cycle_id}",
-    "/v1/miners",
-    "/v1/environments",
-    "/v1/tasks/fetch",
-    "/v1/tasks/submit",
-    "/v1/tasks/stats",
-    "/metrics",
-    "/openapi.json",
-];
+route_table! {
+    "/health" => get health::health,
+    "/v1/status" => get status::status,
+    "/v1/weights/latest" => get weights::latest,
+    "/v1/weights/{block}" => get weights::by_block,
+    "/v1/scores/latest" => get scores::latest,
+    "/v1/scores/{cycle_id}" => get scores::by_cycle,
+    "/v1/miners" => get miners::miners,
+    "/v1/environments" => get status::environments,
+    "/v1/tasks/fetch" => post tasks::fetch,
+    "/v1/tasks/submit" => post tasks::submit,
+    "/v1/tasks/stats" => get tasks::stats,
+    "/metrics" => get metrics_endpoint,
+    "/openapi.json" => get openapi::openapi_json,
+}
 
 /// `GET /metrics`: refreshes the database-derived values when due, then encodes.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
@@ -191,18 +189,13 @@ pub fn spawn_reaper(state: AppState, threshold_seconds: f64) {
             let Ok(mut conn) = state.conn().await else {
                 continue;
             };
-            match crate::db::tasks::reap_stale(&mut conn, threshold_seconds).await {
-                Ok((requeued, given_up)) => {
-                    state
-                        .metrics
-                        .task_event("reaped", (requeued + given_up) as u64);
-                    state.metrics.task_event("given_up", given_up as u64);
-                    if requeued + given_up > 0 {
-                        tracing::info!(requeued, given_up, "re-queued stale tasks");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "stale-task reaper failed"),
-            }
+            let reap = async {
+                crate::db::tasks::reap_stale(&mut conn, threshold_seconds)
+                    .await
+                    .map_err(|e| StoreError(e.to_string()))
+            };
+            let observe = |event: &'static str, n: u64| state.metrics.task_event(event, n);
+            let _ = reap_stale_round(reap, &observe).await;
         }
     });
 }

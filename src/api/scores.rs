@@ -1,40 +1,30 @@
 //! `GET /v1/scores/latest` and `GET /v1/scores/{cycle_id}` (docs/api.md §4.5, §4.6).
 
-use std::collections::BTreeMap;
-
 use actix_web::{web, HttpResponse};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
-use serde::Serialize;
 use serde_json::json;
 
 use super::body::non_negative;
-use super::cycles::{self, Cycle};
+use super::cycles::{cycle_body, Cycle};
 use super::error::ApiError;
-use super::weights::timestamp;
 use super::AppState;
-use crate::db::schema::miner_scores as ms;
+use crate::db::cycles as db_cycles;
+use crate::db::views::{self, MinerScoreRow};
+use crate::wire::{timestamp, MinerScore, ScoreTable, Scores};
+use kinitro_actors::states::CycleStatus;
 
-/// One `miner_scores` row (docs/api.md §3.2), also its OpenAPI schema.
-#[derive(Debug, Clone, Queryable, Selectable, Serialize, utoipa::ToSchema)]
-#[diesel(table_name = ms)]
-pub struct MinerScore {
-    /// Uid.
-    pub uid: i32,
-    /// Hotkey.
-    pub hotkey: String,
-    /// Env.
-    pub env_id: String,
-    /// Success rate.
-    pub success_rate: f64,
-    /// Mean return.
-    pub mean_reward: f64,
-    /// Counted episodes without a miner fault.
-    pub episodes_completed: i32,
-    /// Counted episodes ended by a miner fault.
-    pub episodes_failed: i32,
-    /// Infrastructure failures.
-    pub episodes_excluded: i32,
+impl From<MinerScoreRow> for MinerScore {
+    fn from(r: MinerScoreRow) -> Self {
+        Self {
+            episodes_completed: r.episodes_completed,
+            episodes_excluded: r.episodes_excluded,
+            episodes_failed: r.episodes_failed,
+            env_id: r.env_id,
+            hotkey: r.hotkey,
+            mean_reward: r.mean_reward,
+            success_rate: r.success_rate,
+            uid: r.uid,
+        }
+    }
 }
 
 /// Score rows of a cycle, ordered by uid, then by the cycle's env order.
@@ -42,12 +32,11 @@ pub async fn rows(
     conn: &mut diesel_async::AsyncPgConnection,
     cycle: &Cycle,
 ) -> Result<Vec<MinerScore>, ApiError> {
-    let mut rows: Vec<MinerScore> = ms::table
-        .filter(ms::cycle_id.eq(cycle.id))
-        .select(MinerScore::as_select())
-        .load(conn)
-        .await
-        .map_err(crate::db::DbError::from)?;
+    let mut rows: Vec<MinerScore> = views::scores(conn, cycle.id)
+        .await?
+        .into_iter()
+        .map(MinerScore::from)
+        .collect();
     let order = cycle.env_list();
     let pos = |e: &str| order.iter().position(|x| x == e).unwrap_or(usize::MAX);
     rows.sort_by(|a, b| {
@@ -58,16 +47,16 @@ pub async fn rows(
 
 async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
-    let completed = cycle.status == "completed";
+    let completed = cycle.status == CycleStatus::Completed;
     let details = if completed {
         rows(&mut conn, &cycle).await?
     } else {
         Vec::new()
     };
-    let mut scores: BTreeMap<i32, BTreeMap<String, f64>> = BTreeMap::new();
+    let mut scores = ScoreTable::new();
     for r in &details {
         scores
-            .entry(r.uid)
+            .entry(r.uid.to_string())
             .or_default()
             .insert(r.env_id.clone(), r.success_rate);
     }
@@ -76,23 +65,23 @@ async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> 
     } else {
         json!([])
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "cycle_id": cycle.id,
-        "block": cycle.block_number,
-        "scores": scores,
-        "pareto_frontier": frontier,
-        "created_at": timestamp(cycle.completed_at.unwrap_or(cycle.started_at)),
-        "cycle": cycle.json(),
-        "details": details,
-        "miner_summary": scores,
-    })))
+    Ok(HttpResponse::Ok().json(Scores {
+        block: cycle.block_number,
+        created_at: timestamp(cycle.completed_at.unwrap_or(cycle.started_at)),
+        cycle: cycle_body(&cycle),
+        cycle_id: cycle.id,
+        details,
+        miner_summary: scores.clone(),
+        pareto_frontier: frontier,
+        scores,
+    }))
 }
 
 /// Scores of the highest-id completed cycle.
-#[utoipa::path(get, path = "/v1/scores/latest", responses((status = 200, body = super::openapi::Scores), (status = 404, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/scores/latest", responses((status = 200, body = crate::wire::Scores), (status = 404, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
-    let cycle = cycles::latest_with_status(&mut conn, "completed").await?;
+    let cycle = db_cycles::latest_with_status(&mut conn, CycleStatus::Completed).await?;
     drop(conn);
     match cycle {
         Some(c) => body(&state, c).await,
@@ -101,14 +90,14 @@ pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// Scores of any cycle.
-#[utoipa::path(get, path = "/v1/scores/{cycle_id}", params(("cycle_id" = u64, Path, description = "Cycle id")), responses((status = 200, body = super::openapi::Scores), (status = 404, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/scores/{cycle_id}", params(("cycle_id" = u64, Path, description = "Cycle id")), responses((status = 200, body = crate::wire::Scores), (status = 404, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn by_cycle(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = non_negative("cycle_id", &path.into_inner())?;
     let mut conn = state.conn().await?;
-    let cycle = cycles::by_id(&mut conn, id).await?;
+    let cycle = db_cycles::by_id(&mut conn, id).await?;
     drop(conn);
     match cycle {
         Some(c) => body(&state, c).await,

@@ -4,18 +4,19 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use diesel::sql_types::{BigInt, Integer, Nullable, Text};
-use diesel::QueryableByName;
-use diesel_async::RunQueryDsl;
 use kinitro_actors::scoring::aggregate::FailureKind;
+use kinitro_actors::states::TaskStatus;
 use kinitro_actors::tasks::TaskResult;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::body::{check_string, non_negative, read_json, Fields};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::tasks::{self, ClaimFilter, SubmitOutcome};
-use crate::db::StatusCount;
+use crate::wire::{
+    timestamp, ClaimedTask, FailureKindBody, FetchResponse, SubmitResponse, TaskStats,
+};
+use serde::Deserialize;
 
 /// How long one process reuses its `total_pending` count.
 const PENDING_CACHE: Duration = Duration::from_secs(1);
@@ -77,8 +78,28 @@ async fn total_pending(state: &AppState) -> i64 {
     }
 }
 
+/// A claimed task as the API hands it out.
+fn task_body(t: tasks::ClaimedTask) -> ClaimedTask {
+    ClaimedTask {
+        task_uuid: t.task_uuid,
+        cycle_id: t.cycle_id,
+        miner_uid: t.miner_uid,
+        miner_hotkey: t.miner_hotkey,
+        miner_endpoint: t.miner_endpoint,
+        miner_repo: t.miner_repo,
+        miner_revision: t.miner_revision,
+        env_id: t.env_id,
+        seed: t.seed,
+        // The i64 column holds the u64 seed's bits.
+        sim_seed: t.sim_seed as u64,
+        status: t.status.as_str().to_string(),
+        created_at: timestamp(t.created_at),
+        attempts: t.attempts,
+    }
+}
+
 /// Claims a batch of tasks; committed before the answer.
-#[utoipa::path(post, path = "/v1/tasks/fetch", request_body = super::openapi::FetchRequest, security(("bearer" = [])), responses((status = 200, body = super::openapi::FetchResponse), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 413, body = super::openapi::ErrorBody), (status = 415, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tasks/fetch", request_body = crate::wire::FetchRequest, security(("bearer" = [])), responses((status = 200, body = crate::wire::FetchResponse), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 415, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn fetch(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -99,8 +120,8 @@ pub async fn fetch(
     })?;
     state.metrics.task_event("claimed", claimed.len() as u64);
     let total_pending = total_pending(&state).await;
-    Ok(HttpResponse::Ok().json(super::openapi::FetchResponse {
-        tasks: claimed,
+    Ok(HttpResponse::Ok().json(FetchResponse {
+        tasks: claimed.into_iter().map(task_body).collect(),
         total_pending,
     }))
 }
@@ -110,14 +131,15 @@ fn parse_result(v: &Value, path: &str) -> Result<TaskResult, ApiError> {
     let success = f.bool("success")?;
     let failure_kind = match f.get("failure_kind") {
         None => None,
-        Some(Value::String(s)) if s == "miner" => Some(FailureKind::Miner),
-        Some(Value::String(s)) if s == "infrastructure" => Some(FailureKind::Infrastructure),
-        Some(_) => {
-            return Err(ApiError::unprocessable(format!(
-                "{}: must be one of: miner, infrastructure",
-                f.path("failure_kind")
-            )))
-        }
+        Some(v) => match FailureKindBody::deserialize(v) {
+            Ok(kind) => Some(FailureKind::from(kind)),
+            Err(_) => {
+                return Err(ApiError::unprocessable(format!(
+                    "{}: must be one of: miner, infrastructure",
+                    f.path("failure_kind")
+                )))
+            }
+        },
     };
     if success && failure_kind.is_some() {
         return Err(ApiError::unprocessable(format!(
@@ -137,11 +159,13 @@ fn parse_result(v: &Value, path: &str) -> Result<TaskResult, ApiError> {
         action_time_max: f.opt_number("action_time_max", Some(0.0))?,
         verification_passed: f.opt_bool("verification_passed")?,
         verification_score: f.opt_number("verification_score", None)?,
-    })
+    }
+    // Where a submitted result becomes the typed value: its blame is settled here, once.
+    .settled())
 }
 
 /// Applies results, each in its own transaction; 200 even when all are rejected.
-#[utoipa::path(post, path = "/v1/tasks/submit", request_body = super::openapi::SubmitRequest, security(("bearer" = [])), responses((status = 200, body = super::openapi::SubmitResponse), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 413, body = super::openapi::ErrorBody), (status = 415, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tasks/submit", request_body = crate::wire::SubmitRequest, security(("bearer" = [])), responses((status = 200, body = crate::wire::SubmitResponse), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 415, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn submit(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -172,14 +196,14 @@ pub async fn submit(
             SubmitOutcome::Accepted { status } => {
                 accepted += 1;
                 state.metrics.task_event("accepted", 1);
-                state.metrics.episode(r, &status);
+                state.metrics.episode(r, status.as_str());
             }
             SubmitOutcome::Requeued => {
                 accepted += 1;
                 requeued += 1;
                 state.metrics.task_event("accepted", 1);
                 state.metrics.task_event("requeued", 1);
-                state.metrics.episode(r, "pending");
+                state.metrics.episode(r, TaskStatus::Pending.as_str());
             }
             SubmitOutcome::Duplicate => {
                 duplicates += 1;
@@ -193,26 +217,17 @@ pub async fn submit(
             }
         }
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "accepted": accepted, "rejected": rejected, "duplicates": duplicates,
-        "requeued": requeued, "errors": errors,
-    })))
-}
-
-#[derive(QueryableByName)]
-struct Executor {
-    #[diesel(sql_type = Text)]
-    assigned_to: String,
-}
-
-#[derive(QueryableByName)]
-struct CycleId {
-    #[diesel(sql_type = Nullable<Integer>)]
-    id: Option<i32>,
+    Ok(HttpResponse::Ok().json(SubmitResponse {
+        accepted,
+        duplicates,
+        errors,
+        rejected,
+        requeued,
+    }))
 }
 
 /// Task counts of a cycle (given, else the running one, else all).
-#[utoipa::path(get, path = "/v1/tasks/stats", params(("cycle_id" = Option<u64>, Query, description = "Cycle (default: the running one)")), responses((status = 200, body = super::openapi::TaskStats), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/tasks/stats", params(("cycle_id" = Option<u64>, Query, description = "Cycle (default: the running one)")), responses((status = 200, body = crate::wire::TaskStats), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn stats(
     state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,
@@ -222,47 +237,15 @@ pub async fn stats(
         .map(|raw| non_negative("cycle_id", raw))
         .transpose()?;
     let mut conn = state.conn().await?;
-    let scope: Option<i64> = match requested {
-        Some(id) => Some(id),
-        None => {
-            let running: CycleId = diesel::sql_query(
-                "SELECT max(id) AS id FROM evaluation_cycles WHERE status = 'running'",
-            )
-            .get_result(&mut conn)
-            .await
-            .map_err(crate::db::DbError::from)?;
-            running.id.map(i64::from)
-        }
-    };
-    let filter = if scope.is_some() {
-        "WHERE cycle_id = $1"
-    } else {
-        "WHERE $1 IS NULL"
-    };
-    let counts: Vec<StatusCount> = diesel::sql_query(format!(
-        "SELECT status, count(*) AS count FROM task_pool {filter} GROUP BY status"
-    ))
-    .bind::<Nullable<BigInt>, _>(scope)
-    .load(&mut conn)
-    .await
-    .map_err(crate::db::DbError::from)?;
-    let executors: Vec<Executor> = diesel::sql_query(format!(
-        "SELECT DISTINCT assigned_to FROM task_pool {filter} AND status = 'assigned' \
-         AND assigned_to IS NOT NULL ORDER BY assigned_to"
-    ))
-    .bind::<Nullable<BigInt>, _>(scope)
-    .load(&mut conn)
-    .await
-    .map_err(crate::db::DbError::from)?;
-    let count = |s: &str| counts.iter().find(|c| c.status == s).map_or(0, |c| c.count);
-    Ok(HttpResponse::Ok().json(json!({
-        "total_tasks": counts.iter().map(|c| c.count).sum::<i64>(),
-        "pending_tasks": count("pending"),
-        "assigned_tasks": count("assigned"),
-        "completed_tasks": count("completed"),
-        "failed_tasks": count("failed"),
-        "cancelled_tasks": count("cancelled"),
-        "active_executors": executors.into_iter().map(|e| e.assigned_to).collect::<Vec<_>>(),
-        "current_cycle_id": scope,
-    })))
+    let counts = tasks::counts(&mut conn, requested).await?;
+    Ok(HttpResponse::Ok().json(TaskStats {
+        assigned_tasks: counts.count(TaskStatus::Assigned),
+        cancelled_tasks: counts.count(TaskStatus::Cancelled),
+        completed_tasks: counts.count(TaskStatus::Completed),
+        current_cycle_id: counts.cycle_id,
+        failed_tasks: counts.count(TaskStatus::Failed),
+        pending_tasks: counts.count(TaskStatus::Pending),
+        total_tasks: counts.total(),
+        active_executors: counts.active_executors,
+    }))
 }

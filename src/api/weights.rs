@@ -2,77 +2,33 @@
 //! poll.
 
 use actix_web::{web, HttpResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
-use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::db::schema::{computed_weights, evaluation_cycles};
-
-type WeightsRow = (
-    i32,
-    i64,
-    Value,
-    Value,
-    DateTime<Utc>,
-    Option<i32>,
-    Option<i32>,
-    Option<f64>,
-);
-
-/// RFC 3339, UTC, `Z`, microseconds (docs/api.md §1).
-pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use crate::db::views::{self, WeightsRow};
+use crate::wire::{timestamp, Weights, WeightsMetadata};
 
 async fn load(state: &AppState, block: Option<i64>) -> Result<Option<WeightsRow>, ApiError> {
     let mut conn = state.conn().await?;
-    let mut query = computed_weights::table
-        .inner_join(evaluation_cycles::table)
-        .select((
-            computed_weights::cycle_id,
-            computed_weights::block_number,
-            computed_weights::weights_json,
-            computed_weights::weights_u16_json,
-            computed_weights::created_at,
-            evaluation_cycles::n_miners,
-            evaluation_cycles::n_environments,
-            evaluation_cycles::duration_seconds,
-        ))
-        .order((
-            computed_weights::block_number.desc(),
-            computed_weights::id.desc(),
-        ))
-        .into_boxed();
-    if let Some(b) = block {
-        query = query.filter(computed_weights::block_number.eq(b));
-    }
-    query
-        .first::<WeightsRow>(&mut conn)
-        .await
-        .optional()
-        .map_err(|e| ApiError::from(crate::db::DbError::Query(e)))
+    Ok(views::weights(&mut conn, block).await?)
 }
 
-fn body(row: WeightsRow) -> Value {
-    let (cycle_id, block, weights, weights_u16, created_at, n_miners, n_envs, duration) = row;
-    let created = timestamp(created_at);
-    json!({
-        "block": block,
-        "block_number": block,
-        "cycle_id": cycle_id,
-        "weights": weights,
-        "weights_u16": weights_u16,
-        "created_at": created,
-        "timestamp": created,
-        "metadata": {
-            "n_miners_evaluated": n_miners,
-            "n_environments": n_envs,
-            "evaluation_duration_seconds": duration,
+fn body(row: WeightsRow) -> Weights {
+    let created = timestamp(row.created_at);
+    Weights {
+        block: row.block,
+        block_number: row.block,
+        created_at: created.clone(),
+        cycle_id: row.cycle_id,
+        metadata: WeightsMetadata {
+            evaluation_duration_seconds: row.duration_seconds,
+            n_environments: row.n_environments,
+            n_miners_evaluated: row.n_miners,
         },
-    })
+        timestamp: created,
+        weights: row.weights,
+        weights_u16: row.weights_u16,
+    }
 }
 
 /// How long one process serves the latest weights from memory (docs/api.md §5).
@@ -80,7 +36,7 @@ const LATEST_CACHE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The weights with the largest block (ties: largest id), cached per process for at most 5 s; a
 /// 404 is never cached.
-#[utoipa::path(get, path = "/v1/weights/latest", responses((status = 200, body = super::openapi::Weights), (status = 404, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/weights/latest", responses((status = 200, body = crate::wire::Weights), (status = 404, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let cached = state
         .weights_cache
@@ -106,7 +62,7 @@ pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// The weights of one block.
-#[utoipa::path(get, path = "/v1/weights/{block}", params(("block" = u64, Path, description = "Block number")), responses((status = 200, body = super::openapi::Weights), (status = 404, body = super::openapi::ErrorBody), (status = 422, body = super::openapi::ErrorBody), (status = 503, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/weights/{block}", params(("block" = u64, Path, description = "Block number")), responses((status = 200, body = crate::wire::Weights), (status = 404, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn by_block(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -55,7 +55,7 @@ pub fn execute(args: ApiArgs, level: Option<LogLevel>, format: Option<LogFormat>
         let state = AppState::new(
             &config,
             pool,
-            std::sync::Arc::new(api::metrics::Metrics::new()),
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
         );
         let server = api::serve(&config, state).map_err(|e| {
             Failure::runtime(format!("cannot bind {}:{}: {e}", config.host, config.port))

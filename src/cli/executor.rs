@@ -51,7 +51,7 @@ pub fn execute(
         EvalMode::Docker | EvalMode::Basilica => None,
     };
     actix_web::rt::System::new().block_on(async move {
-        let metrics = Arc::new(crate::api::metrics::Metrics::new());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         if let Some(addr) = &config.metrics_addr {
             super::scheduler::serve_metrics(addr, metrics.clone())?;
         }

@@ -136,7 +136,7 @@ async fn serve(
     tracing::info!(applied, database = %url.target(), "database ready");
     let pool = db::pool(url, config.api.db_pool_size)?;
     // One registry for every part of the process (docs/api.md §4.12).
-    let metrics = std::sync::Arc::new(api::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let state = AppState::new(&config.api, pool.clone(), metrics.clone());
     let cache = state.weights_cache.clone();
     let scheduler = super::scheduler::prepare(config.scheduler.clone(), url)

@@ -73,7 +73,7 @@ pub fn execute(
     init_logging(level, format, Some(&env))?;
     actix_web::rt::System::new().block_on(async move {
         db::migrate::run_pending(&url).await?;
-        let metrics = std::sync::Arc::new(crate::api::metrics::Metrics::new());
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
         if let Some(addr) = &config.metrics_addr {
             serve_metrics(addr, metrics.clone())?;
         }
@@ -88,7 +88,7 @@ pub fn execute(
 /// Serves `GET /metrics` of `metrics` on `addr` (`host:port`), for a standalone scheduler or executor.
 pub fn serve_metrics(
     addr: &str,
-    metrics: std::sync::Arc<crate::api::metrics::Metrics>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> CommandResult {
     use actix_web::{web, App, HttpResponse, HttpServer};
     let server = HttpServer::new(move || {

@@ -2,18 +2,21 @@
 //! registry snapshot and tasks in one transaction, failure with task cancellation, completion with
 //! scores and weights, the restart cleanup, the heartbeat and the seed secret.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use kinitro_actors::ports::{CreatedCycle, CycleDraft, CycleRecord, Heartbeat, TaskDraft};
 use kinitro_actors::registry::MinerStatus;
-use kinitro_actors::scoring::aggregate::{EpisodeOutcome, FailureKind};
+use kinitro_actors::scoring::aggregate::EpisodeOutcome;
+use kinitro_actors::states::{CycleStatus, TaskStatus};
 use serde_json::{json, Value};
 
 use super::connect::DbError;
-use super::schema::{miner_scores, miners, task_pool};
-use super::{Count, StatusCount};
+use super::schema::{evaluation_cycles as ec, miner_scores, miners, task_pool};
+use super::states::{cycle_status_text, stored_failure_kind, CycleStatusColumn, TaskStatusCount};
+use super::Count;
 
 /// Largest multi-row INSERT (stays under PostgreSQL's bind-parameter limit).
 const INSERT_CHUNK: usize = 1000;
@@ -159,8 +162,8 @@ pub async fn open_tasks(conn: &mut AsyncPgConnection, cycle_id: i32) -> Result<i
 pub async fn progress(
     conn: &mut AsyncPgConnection,
     cycle_id: i32,
-) -> Result<Vec<(String, i64)>, DbError> {
-    let rows: Vec<StatusCount> = diesel::sql_query(
+) -> Result<Vec<(TaskStatus, i64)>, DbError> {
+    let rows: Vec<TaskStatusCount> = diesel::sql_query(
         "SELECT status, count(*) AS count FROM task_pool WHERE cycle_id = $1 GROUP BY status",
     )
     .bind::<Integer, _>(cycle_id)
@@ -251,11 +254,7 @@ pub async fn outcomes(
         .into_iter()
         .filter_map(|r| {
             let res = r.result?;
-            let failure_kind = match res.get("failure_kind").and_then(Value::as_str) {
-                Some("miner") => Some(FailureKind::Miner),
-                Some("infrastructure") => Some(FailureKind::Infrastructure),
-                _ => None,
-            };
+            let failure_kind = stored_failure_kind(&res);
             Some(EpisodeOutcome {
                 miner_uid: r.miner_uid as u32,
                 env_id: r.env_id,
@@ -386,4 +385,79 @@ pub async fn seed_secret(conn: &mut AsyncPgConnection) -> Result<Vec<u8>, DbErro
         .select(s::seed_secret)
         .first(conn)
         .await?)
+}
+
+/// One `evaluation_cycles` row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ec)]
+pub struct Cycle {
+    /// Id.
+    pub id: i32,
+    /// Block at cycle start.
+    pub block_number: i64,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// Completion or failure time.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Status.
+    #[diesel(deserialize_as = CycleStatusColumn)]
+    pub status: CycleStatus,
+    /// Active miners.
+    pub n_miners: Option<i32>,
+    /// Env count.
+    pub n_environments: Option<i32>,
+    /// Wall time.
+    pub duration_seconds: Option<f64>,
+    /// Failure text.
+    pub error_message: Option<String>,
+    /// Env list.
+    pub env_ids: Value,
+    /// Episodes per (miner, env).
+    pub episodes_per_env: i32,
+    /// Frontier uids.
+    pub pareto_frontier: Option<Value>,
+}
+
+impl Cycle {
+    /// The env list as strings.
+    pub fn env_list(&self) -> Vec<String> {
+        serde_json::from_value(self.env_ids.clone()).unwrap_or_default()
+    }
+}
+
+/// The highest-id cycle with `status`, if any.
+pub async fn latest_with_status(
+    conn: &mut AsyncPgConnection,
+    status: CycleStatus,
+) -> Result<Option<Cycle>, DbError> {
+    Ok(ec::table
+        .filter(ec::status.eq(cycle_status_text(status)))
+        .order(ec::id.desc())
+        .select(Cycle::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// A cycle by id.
+pub async fn by_id(conn: &mut AsyncPgConnection, id: i64) -> Result<Option<Cycle>, DbError> {
+    let Ok(id) = i32::try_from(id) else {
+        return Ok(None);
+    };
+    Ok(ec::table
+        .find(id)
+        .select(Cycle::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// The highest-id cycle, whatever its status.
+pub async fn latest(conn: &mut AsyncPgConnection) -> Result<Option<Cycle>, DbError> {
+    Ok(ec::table
+        .order(ec::id.desc())
+        .select(Cycle::as_select())
+        .first(conn)
+        .await
+        .optional()?)
 }

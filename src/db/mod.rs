@@ -8,9 +8,12 @@ pub mod lock;
 pub mod managed;
 pub mod migrate;
 pub mod schema;
+pub mod states;
 pub mod status;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
+pub mod views;
 
 pub use connect::{connect, pool, DbError, DbPool};
 

@@ -10,6 +10,7 @@ use kinitro_actors::ports::{
     SubmitOutcome, TaskFilter,
 };
 use kinitro_actors::scoring::aggregate::EpisodeOutcome;
+use kinitro_actors::states::TaskStatus;
 use kinitro_actors::tasks::TaskResult;
 
 use super::lock::SchedulerLock;
@@ -85,7 +86,10 @@ impl Store for PgStore {
         })
     }
 
-    fn progress(&self, cycle_id: i32) -> PortFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+    fn progress(
+        &self,
+        cycle_id: i32,
+    ) -> PortFuture<'_, Result<Vec<(TaskStatus, i64)>, StoreError>> {
         Box::pin(async move {
             cycles::progress(&mut *self.conn().await?, cycle_id)
                 .await

@@ -9,16 +9,17 @@ use diesel::sql_types::Untyped;
 use diesel::sql_types::{Array, BigInt, Double, Integer, Jsonb, Nullable, Text, Timestamptz};
 use diesel::{OptionalExtension, QueryResult, QueryableByName};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use kinitro_actors::states::TaskStatus;
 use kinitro_actors::tasks::{decide, max_attempts_result, Decision, TaskResult, TaskState};
 
 use super::connect::DbError;
+use super::states::{task_status_text, TaskStatusColumn, TaskStatusCount};
 
-/// A claimed task as handed to an executor (docs/api.md §3.3); also its OpenAPI schema.
-#[derive(Debug, Clone, QueryableByName, serde::Serialize, utoipa::ToSchema)]
+/// A claimed task row (the API shows it as `wire::Task`, docs/api.md §3.3).
+#[derive(Debug, Clone, QueryableByName)]
 pub struct ClaimedTask {
     /// Row id (FIFO order; not part of the API body).
     #[diesel(sql_type = BigInt)]
-    #[serde(skip)]
     pub id: i64,
     /// UUID v4.
     #[diesel(sql_type = Text)]
@@ -49,28 +50,16 @@ pub struct ClaimedTask {
     pub seed: i32,
     /// Secret simulation seed, stored as the i64 with the same bits.
     #[diesel(sql_type = BigInt)]
-    #[serde(serialize_with = "as_u64")]
-    #[schema(value_type = u64)]
     pub sim_seed: i64,
     /// Always `assigned`.
-    #[diesel(sql_type = Text)]
-    pub status: String,
+    #[diesel(sql_type = Text, deserialize_as = TaskStatusColumn)]
+    pub status: TaskStatus,
     /// Creation time.
     #[diesel(sql_type = Timestamptz)]
-    #[serde(serialize_with = "rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
     /// Which attempt this is.
     #[diesel(sql_type = Integer)]
     pub attempts: i32,
-}
-
-fn as_u64<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(*v as u64)
-}
-
-fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 /// Which pending tasks a claimer wants (the core's filter).
@@ -269,8 +258,8 @@ pub async fn count_pending(conn: &mut AsyncPgConnection) -> Result<i64, DbError>
 
 #[derive(QueryableByName)]
 struct StateRow {
-    #[diesel(sql_type = Text)]
-    status: String,
+    #[diesel(sql_type = Text, deserialize_as = TaskStatusColumn)]
+    status: TaskStatus,
     #[diesel(sql_type = Nullable<Text>)]
     assigned_to: Option<String>,
     #[diesel(sql_type = Integer)]
@@ -347,15 +336,13 @@ async fn apply(
             };
             diesel::sql_query(sql)
                 .bind::<Text, _>(&result.task_uuid)
-                .bind::<Text, _>(status)
+                .bind::<Text, _>(task_status_text(status))
                 .bind::<Jsonb, _>(json)
                 .bind::<Text, _>(executor)
                 .execute(conn)
                 .await?;
             Ok(if terminal {
-                SubmitOutcome::Accepted {
-                    status: status.to_string(),
-                }
+                SubmitOutcome::Accepted { status }
             } else {
                 SubmitOutcome::Requeued
             })
@@ -365,8 +352,8 @@ async fn apply(
 
 #[derive(QueryableByName)]
 struct Reaped {
-    #[diesel(sql_type = Text)]
-    status: String,
+    #[diesel(sql_type = Text, deserialize_as = TaskStatusColumn)]
+    status: TaskStatus,
 }
 
 /// Re-queues (or gives up) stale assigned tasks of running cycles; returns (requeued, given_up).
@@ -390,6 +377,88 @@ pub async fn reap_stale(
     .bind::<Jsonb, _>(max_attempts_result("stale assignment"))
     .load(conn)
     .await?;
-    let given_up = rows.iter().filter(|r| r.status == "failed").count();
+    let given_up = rows
+        .iter()
+        .filter(|r| r.status == TaskStatus::Failed)
+        .count();
     Ok((rows.len() - given_up, given_up))
+}
+
+/// Task counts of one cycle, or of the whole pool (docs/api.md §4.11).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    /// The cycle counted: the one asked for, else the running one, else `None` (all tasks).
+    pub cycle_id: Option<i64>,
+    /// Tasks per status.
+    pub by_status: Vec<(TaskStatus, i64)>,
+    /// Executors holding an assigned task, sorted.
+    pub active_executors: Vec<String>,
+}
+
+impl TaskCounts {
+    /// Tasks with `status`.
+    pub fn count(&self, status: TaskStatus) -> i64 {
+        self.by_status
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// All tasks counted.
+    pub fn total(&self) -> i64 {
+        self.by_status.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Task counts of cycle `requested`, else of the running cycle, else of all tasks.
+// Raw SQL: `GROUP BY` counts over an optional cycle, with a `$1 IS NULL` switch kept as one
+// prepared statement per form.
+pub async fn counts(
+    conn: &mut AsyncPgConnection,
+    requested: Option<i64>,
+) -> Result<TaskCounts, DbError> {
+    #[derive(QueryableByName)]
+    struct CycleId {
+        #[diesel(sql_type = Nullable<Integer>)]
+        id: Option<i32>,
+    }
+    #[derive(QueryableByName)]
+    struct Executor {
+        #[diesel(sql_type = Text)]
+        assigned_to: String,
+    }
+    let scope: Option<i64> = match requested {
+        Some(id) => Some(id),
+        None => {
+            let running: CycleId = diesel::sql_query(
+                "SELECT max(id) AS id FROM evaluation_cycles WHERE status = 'running'",
+            )
+            .get_result(conn)
+            .await?;
+            running.id.map(i64::from)
+        }
+    };
+    let filter = if scope.is_some() {
+        "WHERE cycle_id = $1"
+    } else {
+        "WHERE $1 IS NULL"
+    };
+    let counts: Vec<TaskStatusCount> = diesel::sql_query(format!(
+        "SELECT status, count(*) AS count FROM task_pool {filter} GROUP BY status"
+    ))
+    .bind::<Nullable<BigInt>, _>(scope)
+    .load(conn)
+    .await?;
+    let executors: Vec<Executor> = diesel::sql_query(format!(
+        "SELECT DISTINCT assigned_to FROM task_pool {filter} AND status = 'assigned' \
+         AND assigned_to IS NOT NULL ORDER BY assigned_to"
+    ))
+    .bind::<Nullable<BigInt>, _>(scope)
+    .load(conn)
+    .await?;
+    Ok(TaskCounts {
+        cycle_id: scope,
+        by_status: counts.into_iter().map(|c| (c.status, c.count)).collect(),
+        active_executors: executors.into_iter().map(|e| e.assigned_to).collect(),
+    })
 }

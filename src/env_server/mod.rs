@@ -20,10 +20,10 @@ use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::api::metrics::Metrics;
 use crate::config::env_serve::EnvServeConfig;
 use crate::executor::episode::{EpisodeTask, Limits};
 use crate::executor::Pools;
+use crate::metrics::Metrics;
 use protocol::{
     CallRequest, CallResponse, CallStatus, Detail, EvalResult, EvaluateArgs, MethodInfo, Methods,
     Usage,

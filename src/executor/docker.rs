@@ -23,11 +23,11 @@ use kinitro_actors::tasks::TaskResult;
 use tokio::sync::{oneshot, watch, Notify};
 
 use super::episode::EpisodeTask;
-use crate::api::metrics::Metrics;
 use crate::config::executor::{EvalNetwork, ExecutorConfig};
 use crate::container::eval::{self, EvalContainer};
 use crate::container::{self, image, Engine};
 use crate::env_server::protocol::{CallRequest, CallResponse, CallStatus, EvalResult, Methods};
+use crate::metrics::Metrics;
 
 /// How often every container is inspected.
 const WATCH_INTERVAL: Duration = Duration::from_secs(10);

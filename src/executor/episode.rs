@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::worker::{reset_body, Answer, Job, SimAnswer};
 use super::{guard, miner};
-use crate::api::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::sim::env::MAX_STEPS;
 use crate::sim::task::Task;
 

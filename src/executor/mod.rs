@@ -29,8 +29,8 @@ use episode::{EpisodeTask, Limits};
 use pool::{ExecutorPool, PoolParts, RunTask};
 use worker::ObsOptions;
 
-use crate::api::metrics::Metrics;
 use crate::config::executor::ExecutorConfig;
+use crate::metrics::Metrics;
 
 struct Pool {
     arbiter: actix_rt::Arbiter,

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::episode::{self, EpisodeTask, Limits};
 use super::miner;
 use super::worker::Job;
-use crate::api::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Run one episode; answered with its result.
 #[derive(Debug, Message)]

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kinitro_actors::scoring::aggregate::FailureKind;
 use kinitro_actors::tasks::TaskResult;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::{json, Value};
@@ -18,6 +17,7 @@ use tokio::sync::watch;
 use super::episode::EpisodeTask;
 use super::Evaluator;
 use crate::config::executor::ExecutorConfig;
+use crate::wire::{FetchRequest, Shard, TaskResultBody};
 
 /// Results per submission.
 const SUBMIT_BATCH: usize = 50;
@@ -26,12 +26,7 @@ const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The JSON of a result (api.md 4.10).
 pub fn result_json(r: &TaskResult) -> Value {
-    json!({
-        "task_uuid": r.task_uuid, "success": r.success, "score": r.score, "total_reward": r.total_reward,
-        "timesteps": r.timesteps, "error": r.error,
-        "failure_kind": r.failure_kind.map(|k| match k { FailureKind::Miner => "miner", FailureKind::Infrastructure => "infrastructure" }),
-        "action_time_mean": r.action_time_mean, "action_time_max": r.action_time_max,
-    })
+    serde_json::to_value(TaskResultBody::from(r)).expect("a result serialises")
 }
 
 /// The tasks of a fetch answer that this executor understands. One that is not is left to the stale
@@ -343,11 +338,16 @@ async fn fetch_loop(
             continue;
         }
         let batch = free.min(config.batch_size as usize);
-        let mut body =
-            json!({"executor_id": config.executor_id, "batch_size": batch, "env_ids": env_ids});
-        if config.shard_count > 1 {
-            body["shard"] = json!({"index": config.shard_index, "count": config.shard_count});
-        }
+        let body = serde_json::to_value(FetchRequest {
+            batch_size: Some(batch as u32),
+            env_ids: Some(env_ids.iter().map(|e| e.to_string()).collect()),
+            executor_id: config.executor_id.clone(),
+            shard: (config.shard_count > 1).then_some(Shard {
+                count: config.shard_count,
+                index: config.shard_index,
+            }),
+        })
+        .expect("a fetch request serialises");
         let wait = match api.post("/v1/tasks/fetch", &body).await {
             Ok((200, v)) => {
                 failures = 0;

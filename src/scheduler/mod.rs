@@ -27,12 +27,12 @@ use tokio::sync::{oneshot, Notify};
 
 pub use kinitro_actors::cycle_actor::LOCK_LOST;
 
-use crate::api::metrics::Metrics;
 use crate::chain::client::ChainSource;
 use crate::config::scheduler::SchedulerConfig;
 use crate::db::lock::SchedulerLock;
 use crate::db::store::PgStore;
 use crate::db::{cycles, DbPool};
+use crate::metrics::Metrics;
 use sources::{ChainMiners, FileSource};
 
 /// Pauses between registry read attempts (docs/scheduler.md §3, step 1).

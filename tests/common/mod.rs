@@ -269,3 +269,17 @@ impl Drop for ApiProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Whether this run is CI (`CI` set, and not `false`, `0` or empty): there every tool and fixture a
+/// test needs is installed (`.ci/run` runs deploy/setup.sh), so nothing may skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// Skips the calling test's check, said aloud; under CI ([`in_ci`]) fails the test instead, so a
+/// missing tool can never pass as a silent skip.
+#[track_caller]
+pub fn skip(reason: &str) {
+    assert!(!in_ci(), "cannot skip in CI: {reason}");
+    eprintln!("SKIPPED: {reason}");
+}

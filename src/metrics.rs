@@ -1,5 +1,5 @@
-//! `/metrics` (docs/api.md §4.12): the OpenMetrics registry of this process, produced with
-//! prometheus-client.
+//! Telemetry: the OpenMetrics registry of this process, produced with prometheus-client. Every
+//! service records into it; the API serves it at `/metrics` (docs/api.md §4.12).
 //!
 //! Every metric of docs/api.md §4.12 is registered at start-up, and every labelled counter or gauge
 //! whose label values are known in advance is created at 0, so all names appear on a fresh install.
@@ -8,11 +8,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{Double, Integer, Text};
-use diesel::QueryableByName;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 use kinitro_actors::envs::ENV_IDS;
 use kinitro_actors::scoring::aggregate::FailureKind;
+use kinitro_actors::states::{CycleStatus, TaskStatus};
 use kinitro_actors::tasks::TaskResult;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -21,7 +20,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::db::{DbError, StatusCount};
+use crate::db::telemetry::metrics_snapshot;
+use crate::db::DbError;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -29,9 +29,9 @@ type Labels = Vec<(&'static str, String)>;
 const DB_REFRESH: Duration = Duration::from_secs(10);
 
 /// Cycle statuses counted by `kinitro_eval_cycles_total`.
-pub const CYCLE_STATUSES: [&str; 2] = ["completed", "failed"];
+pub const CYCLE_STATUSES: [CycleStatus; 2] = [CycleStatus::Completed, CycleStatus::Failed];
 /// Task statuses of `kinitro_tasks`.
-pub const TASK_STATUSES: [&str; 5] = ["pending", "assigned", "completed", "failed", "cancelled"];
+pub const TASK_STATUSES: [TaskStatus; 5] = TaskStatus::ALL;
 /// Episode outcomes of `kinitro_episodes_total`.
 pub const OUTCOMES: [&str; 4] = ["success", "failure", "miner_error", "infrastructure_error"];
 /// Task-queue events of `kinitro_task_events_total`.
@@ -221,10 +221,10 @@ impl Metrics {
             .set(1);
         registry.register("kinitro_build_info", "Build information", build_info);
         for s in CYCLE_STATUSES {
-            let _ = m.eval_cycles.get_or_create(&label("status", s));
+            let _ = m.eval_cycles.get_or_create(&label("status", s.as_str()));
         }
         for s in TASK_STATUSES {
-            let _ = m.tasks.get_or_create(&label("status", s));
+            let _ = m.tasks.get_or_create(&label("status", s.as_str()));
         }
         for o in OUTCOMES {
             let _ = m.episodes.get_or_create(&label("outcome", o));
@@ -248,13 +248,13 @@ impl Metrics {
         }
     }
 
-    /// Counts one accepted episode result; `status` is the task's new status.
-    pub fn episode(&self, r: &TaskResult, status: &str) {
-        let outcome = match r.effective_failure_kind() {
+    /// Counts one accepted episode result by its settled blame (`TaskResult::settled`); the second
+    /// argument, the task's new status, does not change the outcome.
+    pub fn episode(&self, r: &TaskResult, _status: &str) {
+        let outcome = match r.failure_kind {
             _ if r.success => "success",
             Some(FailureKind::Miner) => "miner_error",
             Some(FailureKind::Infrastructure) => "infrastructure_error",
-            None if status == "failed" => "failure",
             None => "failure",
         };
         self.episodes
@@ -290,79 +290,42 @@ impl Metrics {
 
     /// Refreshes the database-derived values.
     pub async fn refresh(&self, conn: &mut AsyncPgConnection) -> Result<(), DbError> {
-        #[derive(QueryableByName)]
-        struct Duration {
-            #[diesel(sql_type = Integer)]
-            id: i32,
-            #[diesel(sql_type = Double)]
-            seconds: f64,
-        }
-        #[derive(QueryableByName)]
-        struct Score {
-            #[diesel(sql_type = Integer)]
-            uid: i32,
-            #[diesel(sql_type = Text)]
-            env_id: String,
-            #[diesel(sql_type = Double)]
-            success_rate: f64,
-        }
-        let cycles: Vec<StatusCount> = diesel::sql_query(
-            "SELECT status, count(*) AS count FROM evaluation_cycles GROUP BY status",
-        )
-        .load(conn)
-        .await?;
-        let tasks: Vec<StatusCount> =
-            diesel::sql_query("SELECT status, count(*) AS count FROM task_pool GROUP BY status")
-                .load(conn)
-                .await?;
-        let active: StatusCount = diesel::sql_query(
-            "SELECT 'active' AS status, count(*) AS count FROM miners \
-             WHERE status = 'active' AND cycle_id = (SELECT max(cycle_id) FROM miners)",
-        )
-        .get_result(conn)
-        .await?;
         let last_seen = self.seen.lock().unwrap().last_duration_cycle;
-        let durations: Vec<Duration> = diesel::sql_query(
-            "SELECT id, duration_seconds AS seconds FROM evaluation_cycles \
-             WHERE status = 'completed' AND duration_seconds IS NOT NULL AND id > $1 ORDER BY id",
-        )
-        .bind::<Integer, _>(last_seen)
-        .load(conn)
-        .await?;
-        let scores: Vec<Score> = diesel::sql_query(
-            "SELECT uid, env_id, success_rate FROM miner_scores \
-             WHERE cycle_id = (SELECT max(id) FROM evaluation_cycles WHERE status = 'completed')",
-        )
-        .load(conn)
-        .await?;
-
+        let snapshot = metrics_snapshot(conn, last_seen).await?;
         let mut seen = self.seen.lock().unwrap();
         for (i, s) in CYCLE_STATUSES.iter().enumerate() {
-            let now = cycles
+            let now = snapshot
+                .cycles
                 .iter()
-                .find(|c| c.status == *s)
-                .map_or(0, |c| c.count);
+                .find(|(status, _)| status == s)
+                .map_or(0, |(_, n)| *n);
             if now > seen.cycles[i] {
                 self.eval_cycles
-                    .get_or_create(&label("status", s))
+                    .get_or_create(&label("status", s.as_str()))
                     .inc_by((now - seen.cycles[i]) as u64);
                 seen.cycles[i] = now;
             }
         }
-        for d in durations {
-            self.eval_duration.observe(d.seconds);
-            seen.last_duration_cycle = d.id;
+        for (id, seconds) in snapshot.durations {
+            self.eval_duration.observe(seconds);
+            seen.last_duration_cycle = id;
         }
         for s in TASK_STATUSES {
-            let n = tasks.iter().find(|c| c.status == s).map_or(0, |c| c.count);
-            self.tasks.get_or_create(&label("status", s)).set(n);
+            let n = snapshot
+                .tasks
+                .iter()
+                .find(|(status, _)| *status == s)
+                .map_or(0, |(_, n)| *n);
+            self.tasks
+                .get_or_create(&label("status", s.as_str()))
+                .set(n);
         }
-        self.miners_active.set(active.count);
+        self.miners_active.set(snapshot.active_miners);
         self.miner_scores.clear();
-        for s in scores {
+        for (uid, env_id, success_rate) in snapshot.scores {
             self.miner_scores
-                .get_or_create(&vec![("uid", s.uid.to_string()), ("env", s.env_id)])
-                .set(s.success_rate);
+                .get_or_create(&vec![("uid", uid.to_string()), ("env", env_id)])
+                .set(success_rate);
         }
         Ok(())
     }
