@@ -1,8 +1,8 @@
 //! Scoring cost for M ∈ {16, 64, 256, 1024} miners and E ∈ {3, 6, 9, 12} envs (issue: scoring engine).
 //!
-//! `score/…` is the whole pipeline of scoring.md 3–7 (frontier, thresholds, subset winners, points,
-//! softmax, u16). `reference/…` is the literal upstream all-pairs subset formulation on the same
-//! input, the baseline, measured where it finishes in reasonable time (M·M·E·2^E ≤ ~3·10^8).
+//! `score/…` is the whole pipeline of docs/scoring.md §3–7 (frontier, thresholds, subset winners,
+//! points, softmax, u16). `reference/…` is the literal upstream all-pairs subset formulation on the
+//! same input, the baseline, measured where it finishes in reasonable time (M·M·E·2^E ≤ ~3·10^8).
 //! Targets: 256 × 9 under 5 ms, 1024 × 12 under 1 s, on one core.
 //!
 //! Run: `cargo bench --bench scoring` (add `-- score/256x9` to pick one case).

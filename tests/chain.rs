@@ -1,5 +1,6 @@
-//! Reading the registry from a chain (chain.md 3–4, 9): subxt over the legacy backend against a fake
-//! subtensor — in-process through a mock RPC client, and over a loopback WebSocket for the binary.
+//! Reading the registry from a chain (docs/scheduler.md §4.1, §9): subxt over the legacy backend
+//! against a fake subtensor — in-process through a mock RPC client, and over a loopback WebSocket
+//! for the binary.
 
 mod common;
 #[path = "common/fake_chain.rs"]
@@ -22,7 +23,8 @@ fn account(i: u8) -> [u8; 32] {
     [i; 32]
 }
 
-/// 70 uids on netuid 2 (more than one 64-key page), with every commitment shape of chain.md 9.
+/// 70 uids on netuid 2 (more than one 64-key page), with every commitment shape of
+/// docs/scheduler.md §9.3.
 fn scenario() -> FakeChain {
     let mut c = FakeChain::new(4242);
     for uid in 0..70u16 {

@@ -1,4 +1,5 @@
-//! `kinitro crypto` commands (chain.md 10) and the scheduler's use of the backend key.
+//! `kinitro crypto` commands (docs/configuration.md §3.8, docs/scheduler.md §10) and the
+//! scheduler's use of the backend key.
 
 mod common;
 

@@ -1,6 +1,6 @@
-//! Fidelity of the MetaWorld environments (environments.md 7–10, miner-protocol.md 8.1) on the real
-//! scenes and real MuJoCo: policy success rates, the recorded pick-place episode, determinism,
-//! the overlay, the cached hand reset, the generator, and rendered images.
+//! Fidelity of the MetaWorld environments (docs/environments.md §7–10, docs/miner-protocol.md §8.1)
+//! on the real scenes and real MuJoCo: policy success rates, the recorded pick-place episode,
+//! determinism, the overlay, the cached hand reset, the generator, and rendered images.
 
 use std::sync::OnceLock;
 

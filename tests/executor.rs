@@ -1,6 +1,6 @@
-//! The remote executor end to end on loopback (executor.md, miner-protocol.md): a real PostgreSQL,
-//! the real API, real `kinitro miner serve` processes, misbehaving miners, a FastAPI/pydantic miner, a
-//! killed executor and an API restart.
+//! The remote executor end to end on loopback (docs/executor.md, docs/miner-protocol.md): a real
+//! PostgreSQL, the real API, real `kinitro miner serve` processes, misbehaving miners, a
+//! FastAPI/pydantic miner, a killed executor and an API restart.
 
 mod common;
 
@@ -244,7 +244,8 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
             "{kind}: {r}"
         );
     }
-    // The observation's members (and proprio's keys) come in the order of miner-protocol.md 3.
+    // The observation's members (and proprio's keys) come in the order of
+    // docs/miner-protocol.md §3.
     let r = by_uuid(&uuid(31)).result();
     assert_eq!(
         (r["success"].as_bool(), r["error"].as_str()),
@@ -296,7 +297,7 @@ async fn reference_and_misbehaving_miners_are_scored_with_the_right_errors() {
         "{r}"
     );
 
-    // The executor's own metrics (api.md 4.12).
+    // The executor's own metrics (docs/api.md §4.12).
     let (status, text) = common::http_get(metrics_port, "/metrics").unwrap();
     assert_eq!(status, 200);
     let value = |prefix: &str| -> f64 {
@@ -369,8 +370,9 @@ async fn a_killed_executor_and_an_api_restart_lose_nothing() {
     drop(api);
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The API is killed while executor B may be fetching: a claim committed just before the kill
-    // reaches nobody, and only the stale reaper (every 30 s) returns it to the pool (executor.md 3.2).
-    // The default threshold of 300 s would outlast the wait below; no episode here runs for 60 s.
+    // reaches nobody, and only the stale reaper (every 30 s) returns it to the pool
+    // (docs/executor.md §3.2). The default threshold of 300 s would outlast the wait below; no
+    // episode here runs for 60 s.
     let _api = ApiProcess::start_on(
         &url,
         &[

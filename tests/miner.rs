@@ -1,4 +1,4 @@
-//! `kinitro miner serve` (miner-protocol.md 8): the reference policy server over real HTTP.
+//! `kinitro miner serve` (docs/miner-protocol.md §8): the reference policy server over real HTTP.
 
 mod common;
 

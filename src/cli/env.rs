@@ -1,4 +1,4 @@
-//! `kinitro env list|build|test` (environments.md 11).
+//! `kinitro env list|build|test` (docs/environments.md §11).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +17,7 @@ use crate::sim::rollout::{run_episode, EpisodeReport};
 use crate::sim::task::Task;
 use crate::sim::{assets, render};
 
-/// `kinitro env` commands (environments.md 11).
+/// `kinitro env` commands (docs/environments.md §11).
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
     /// List the registered environments
@@ -517,8 +517,8 @@ fn save_png(path: &Path, rgb: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Prints the summary (and with `--json` one JSON object as the last line). Beyond the spec's
-/// members it gives `encode_ms_mean`: the time to encode one observation as the executor sends it
+/// Prints the summary (and with `--json` one JSON object as the last line, docs/environments.md
+/// §11). Its `encode_ms_mean` is the time to encode one observation as the executor sends it
 /// (privileged state off), which is part of the executor bench's baseline.
 fn summary(
     env_id: &str,

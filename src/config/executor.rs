@@ -1,4 +1,4 @@
-//! `kinitro executor` settings (config.md 2.4, prefix `KINITRO_EXECUTOR_`).
+//! `kinitro executor` settings (docs/configuration.md §2.4, prefix `KINITRO_EXECUTOR_`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

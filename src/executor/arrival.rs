@@ -1,5 +1,5 @@
-//! Miner replies stamped by the kernel (executor.md 2.1): the moment a reply's last bytes reached
-//! the executor's socket, whenever the arbiter gets to read them.
+//! Miner replies stamped by the kernel (docs/executor.md §2.1): the moment a reply's last bytes
+//! reached the executor's socket, whenever the arbiter gets to read them.
 //!
 //! Every TCP connection to a miner is a [`StampedTcp`]: the socket has `SO_TIMESTAMPNS` on, and each
 //! read takes the receive time of the last segment it copied (the kernel's wall clock, from the

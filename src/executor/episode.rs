@@ -1,6 +1,6 @@
-//! One episode (executor.md 5): address check, `/reset`, simulator reset, then `/act` and a
+//! One episode (docs/executor.md §5): address check, `/reset`, simulator reset, then `/act` and a
 //! simulator step per step until the limit; every failure ends the episode with the error string
-//! and failure kind of miner-protocol.md 6.
+//! and failure kind of docs/miner-protocol.md §6.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ pub struct EpisodeTask {
     pub limits: Option<Limits>,
 }
 
-/// The per-episode limits (executor.md 5.1).
+/// The per-episode limits (docs/executor.md §5.1).
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Steps per episode (at most 500).
@@ -55,7 +55,7 @@ pub struct Limits {
     pub allow_private_endpoints: bool,
 }
 
-/// One episode's handles on the executor metrics (api.md 4.12), looked up once per episode.
+/// One episode's handles on the executor metrics (docs/api.md §4.12), looked up once per episode.
 struct EpisodeMetrics<'a> {
     metrics: &'a Metrics,
     sim_step: Histogram,
@@ -247,7 +247,7 @@ async fn drive(
     Ok(())
 }
 
-/// executor.md 5.3: whose fault an exhausted episode budget is.
+/// docs/executor.md §5.3: whose fault an exhausted episode budget is.
 fn over_budget(budget: f64, p: &Progress, t: u32) -> (String, FailureKind) {
     if p.miner_time.as_secs_f64() >= 0.5 * budget {
         miner_fault(format!(

@@ -1,6 +1,7 @@
-//! The address guard (executor.md 8): miner endpoints come from untrusted commitments, so hosts
-//! resolving to loopback, private, link-local, multicast or other non-public addresses are refused,
-//! including IPv6 forms that reach them through an embedded IPv4 address (issue 23 item 11).
+//! The address guard (docs/executor.md §8): miner endpoints come from untrusted commitments, so
+//! hosts resolving to loopback, private, link-local, multicast or other non-public addresses are
+//! refused, including IPv6 forms that reach them through an embedded IPv4 address
+//! (issue 23 item 11).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 /// Resolution timeout.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether an IPv4 address is public (not in any range of executor.md 8).
+/// Whether an IPv4 address is public (not in any range of docs/executor.md §8).
 pub fn public_v4(ip: Ipv4Addr) -> bool {
     let o = ip.octets();
     let (a, b, c) = (o[0], o[1], o[2]);

@@ -1,5 +1,5 @@
-//! Local mode (executor.md 4), inside `kinitro run`: the scheduler's TaskQueueActor claims from
-//! PostgreSQL as many tasks as there are free slots (`FOR UPDATE SKIP LOCKED`, under
+//! Local mode (docs/executor.md §4), inside `kinitro run`: the scheduler's TaskQueueActor claims
+//! from PostgreSQL as many tasks as there are free slots (`FOR UPDATE SKIP LOCKED`, under
 //! `local-<8 hex>`), this feeder hands them to the pools and reports each result back to the queue,
 //! which commits it with the submit procedure before it counts.
 

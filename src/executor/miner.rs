@@ -1,13 +1,14 @@
-//! The miner client (miner-protocol.md 1–2, 6): `POST /reset` and `POST /act` over one keep-alive
-//! connection per episode, no redirects, no compression, capped bodies, strict replies.
+//! The miner client (docs/miner-protocol.md §1–2, §6): `POST /reset` and `POST /act` over one
+//! keep-alive connection per episode, no redirects, no compression, capped bodies, strict replies.
 //!
 //! An episode's first call takes an idle connection to its miner from the pool's keep-alive set, or
 //! opens one through the pool's awc connector (resolution, the address check, TCP and TLS, bounded by
-//! the 5 s connector timeout and never charged to the miner, executor.md 2.1). The episode keeps the
-//! connection for its later calls while the miner keeps it alive, and leaves it in the idle set when
-//! it ends. Each call's round trip runs from sending the request to the body's complete arrival,
-//! within the call's budget; the arrival is the kernel's receive time of the body's last bytes
-//! ([`super::arrival`]), so the time a reply waits for the arbiter is not the miner's.
+//! the 5 s connector timeout and never charged to the miner, docs/executor.md §2.1). The episode
+//! keeps the connection for its later calls while the miner keeps it alive, and leaves it in the
+//! idle set when it ends. Each call's round trip runs from sending the request to the body's
+//! complete arrival, within the call's budget; the arrival is the kernel's receive time of the
+//! body's last bytes ([`super::arrival`]), so the time a reply waits for the arbiter is not the
+//! miner's.
 //!
 //! The exchange itself is written here on actix-http's HTTP/1.1 codec rather than through awc's
 //! request sender: awc builds a new codec for every request, and each new codec starts a
@@ -158,7 +159,7 @@ fn fresh(since: Instant) -> bool {
     since.elapsed() < REUSE_WITHIN
 }
 
-/// Resolves a miner host and refuses it when any answer is non-public (executor.md 8).
+/// Resolves a miner host and refuses it when any answer is non-public (docs/executor.md §8).
 pub struct GuardedResolver;
 
 impl actix_tls::connect::Resolve for GuardedResolver {

@@ -1,4 +1,5 @@
-//! The executor (spec: executor.md, miner-protocol.md): pools that turn tasks into episode results.
+//! The executor (docs/executor.md, docs/miner-protocol.md): pools that turn tasks into episode
+//! results.
 //!
 //! N [`pool::ExecutorPool`] actors, each on its own actix arbiter (its own thread and single-threaded
 //! runtime) running the miner HTTP I/O and the episode state machines, and owning one episode worker

@@ -1,8 +1,9 @@
-//! The ExecutorPool actor (ARCHITECTURE.md; executor.md 2): one per arbiter thread. It runs its
-//! episodes' miner HTTP I/O and state machines on that arbiter, with the arbiter's own miner client
-//! (awc's connector and the HTTP codec's configuration are not `Send`, so the pool builds them on its
-//! thread), and sends every MuJoCo job to its one episode-worker thread — so a miner's reply is
-//! time-stamped the moment it arrives and the simulation is never charged to the miner.
+//! The ExecutorPool actor (docs/architecture.md §2.5; docs/executor.md §2): one per arbiter thread.
+//! It runs its episodes' miner HTTP I/O and state machines on that arbiter, with the arbiter's own
+//! miner client (awc's connector and the HTTP codec's configuration are not `Send`, so the pool
+//! builds them on its thread), and sends every MuJoCo job to its one episode-worker thread — so a
+//! miner's reply is time-stamped the moment it arrives and the simulation is never charged to the
+//! miner.
 //!
 //! The pool answers each [`RunTask`] with the episode's result; the caller (the local feeder or the
 //! remote outbox) reports it onwards.

@@ -1,4 +1,4 @@
-//! Remote mode (executor.md 3), `kinitro executor`: a fetch loop claiming batches through
+//! Remote mode (docs/executor.md §3), `kinitro executor`: a fetch loop claiming batches through
 //! `POST /v1/tasks/fetch`, and a submitter delivering results through `POST /v1/tasks/submit` from an
 //! outbox backed by an append-only spool file, so an API outage or a restart loses nothing.
 
@@ -24,7 +24,7 @@ const SUBMIT_BATCH: usize = 50;
 /// Timeout of one API request.
 const API_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The JSON of a result (api.md 4.10).
+/// The JSON of a result (docs/api.md §4.10).
 pub fn result_json(r: &TaskResult) -> Value {
     serde_json::to_value(TaskResultBody::from(r)).expect("a result serialises")
 }
@@ -95,7 +95,7 @@ struct Outbox {
     last_rewrite: Instant,
 }
 
-/// The spool file name of an executor id (executor.md 3.4).
+/// The spool file name of an executor id (docs/executor.md §3.4).
 pub fn spool_name(executor_id: &str) -> String {
     let safe: String = executor_id
         .chars()
@@ -268,7 +268,8 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_secs_f64(base * (1.0 + 0.2 * rand::random::<f64>()))
 }
 
-/// Runs the executor until `shutdown` resolves (SIGINT/SIGTERM), then drains (executor.md 3.5).
+/// Runs the executor until `shutdown` resolves (SIGINT/SIGTERM), then drains
+/// (docs/executor.md §3.5).
 pub async fn run(
     config: ExecutorConfig,
     pools: Arc<Evaluator>,

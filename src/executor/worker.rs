@@ -1,5 +1,5 @@
-//! A pool's episode worker (executor.md 2): one OS thread doing all MuJoCo stepping, rendering and
-//! observation encoding of the pool's episodes, one job at a time in arrival order.
+//! A pool's episode worker (docs/executor.md §2): one OS thread doing all MuJoCo stepping,
+//! rendering and observation encoding of the pool's episodes, one job at a time in arrival order.
 //!
 //! It keeps one scene per env id (a compiled model shared by that env id's environments), idle
 //! environments for reuse, the environment of each episode in flight, and one renderer per env id,
@@ -136,7 +136,7 @@ pub fn spawn(assets: PathBuf, options: ObsOptions, name: String) -> mpsc::Sender
 }
 
 /// Compiles the scenes of `tasks` and, with images, renders one probe frame per scene (start-up
-/// checks of executor.md 3.1); runs on the calling thread.
+/// checks of docs/executor.md §3.1); runs on the calling thread.
 pub fn probe(assets: &std::path::Path, tasks: &[Task], images: bool) -> Result<(), String> {
     for task in tasks {
         let model = assets::load(assets, task.scene_file())?;
@@ -289,8 +289,8 @@ impl Worker {
     }
 }
 
-/// The `/act` body of one observation (miner-protocol.md 2.2, 3): proprio, the camera images if
-/// rendered (base64), and the privileged state if enabled; `Executor error: …` if it cannot be
+/// The `/act` body of one observation (docs/miner-protocol.md §2.2, §3): proprio, the camera images
+/// if rendered (base64), and the privileged state if enabled; `Executor error: …` if it cannot be
 /// written. `kinitro env test` times the same encoding for the executor bench's baseline.
 pub fn encode_observation(
     proprio: &env::Proprio,
@@ -322,8 +322,9 @@ pub fn encode_observation(
     serde_json::to_vec(&body).map_err(|err| format!("Executor error: {err}"))
 }
 
-/// The `/act` body (miner-protocol.md 2.2, 3): typed, so the six observation members are written in
-/// the spec's order (and proprio's keys in [`env::Proprio`]'s field order) without building a map.
+/// The `/act` body (docs/miner-protocol.md §2.2, §3): typed, so the six observation members are
+/// written in the documented order (and proprio's keys in [`env::Proprio`]'s field order) without
+/// building a map.
 #[derive(serde::Serialize)]
 struct ActBody<'a> {
     obs: Observation<'a>,

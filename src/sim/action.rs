@@ -1,5 +1,5 @@
-//! The miner's Action (miner-protocol.md 4): strict validation of the JSON, and the mapping to
-//! MetaWorld's native `[dx, dy, dz, g]` (environments.md 4.1).
+//! The miner's Action (docs/miner-protocol.md §4): strict validation of the JSON, and the mapping
+//! to MetaWorld's native `[dx, dy, dz, g]` (docs/environments.md §4.1).
 
 use serde_json::{Map, Value};
 

@@ -1,4 +1,4 @@
-//! MetaWorld's scene files and their compilation (environments.md 1–2).
+//! MetaWorld's scene files and their compilation (docs/environments.md §1–2).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,10 +1,11 @@
-//! One MetaWorld environment (environments.md 3–8): runtime edits, the per-episode overlay, the
-//! reset sequence, the step, the 39-number state and the proprio reading.
+//! One MetaWorld environment (docs/environments.md §3–8): runtime edits, the per-episode overlay,
+//! the reset sequence, the step, the 39-number state and the proprio reading.
 //!
 //! The environments of one thread share a [`Scene`] per task (one model, see mj.rs), each with its
 //! own data. An environment writes its whole overlay into the shared model, always from the
-//! scene's pristine values, at every reset, before every step and before rendering (environments.md
-//! 7.3), so neither another environment on the scene nor an earlier episode is visible to it.
+//! scene's pristine values, at every reset, before every step and before rendering
+//! (docs/environments.md §7.3), so neither another environment on the scene nor an earlier episode
+//! is visible to it.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -32,7 +33,7 @@ const MOCAP_QUAT: [f64; 4] = [1.0, 0.0, 1.0, 0.0];
 #[error("{0}")]
 pub struct SimError(pub String);
 
-/// The miner-facing proprioception (miner-protocol.md 3).
+/// The miner-facing proprioception (docs/miner-protocol.md §3).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Proprio {
     /// Hand body world position.
@@ -171,8 +172,8 @@ impl Ids {
     }
 }
 
-/// A task's compiled scene with the runtime edits of environments.md 3, shared by the environments
-/// of one thread, and the pristine values of what an episode overlays.
+/// A task's compiled scene with the runtime edits of docs/environments.md §3, shared by the
+/// environments of one thread, and the pristine values of what an episode overlays.
 pub struct Scene {
     shared: SharedModel,
     geom_friction: Vec<f64>,
@@ -282,7 +283,7 @@ impl Env {
     }
 
     /// The simulator, for rendering the current episode, with this episode's overlay in the
-    /// shared model (environments.md 7.3).
+    /// shared model (docs/environments.md §7.3).
     pub fn sim(&mut self) -> &mut Sim {
         self.apply_overlay();
         &mut self.sim
@@ -412,9 +413,9 @@ impl Env {
         self.sim.data().forward();
     }
 
-    /// The episode's goal (environments.md 8.x), from the placement alone but for push, whose height
-    /// is the object's settled height (the placement's own goal height until it is known), and
-    /// button-press, whose target the tail reads from the scene.
+    /// The episode's goal (docs/environments.md §8.0, §8.9), from the placement alone but for push,
+    /// whose height is the object's settled height (the placement's own goal height until it is
+    /// known), and button-press, whose target the tail reads from the scene.
     fn placement_target(&self, settled_obj_z: Option<f64>) -> [f64; 3] {
         let v = &self.draw.placement;
         match self.task {
@@ -428,7 +429,7 @@ impl Env {
         }
     }
 
-    /// The task's placement tail (environments.md 8.x "Tail"), after `consts.target` is set. The
+    /// The task's placement tail (docs/environments.md §8.0), after `consts.target` is set. The
     /// goal site is written first, so the tail's `mj_forward` already places it.
     fn place(&mut self, settled_obj_z: f64) {
         self.apply_overlay();
@@ -520,8 +521,8 @@ impl Env {
         s
     }
 
-    /// One environment step with a native action `[dx, dy, dz, g]` (environments.md 4.2); returns the
-    /// clipped state and the outcome.
+    /// One environment step with a native action `[dx, dy, dz, g]` (docs/environments.md §4.2);
+    /// returns the clipped state and the outcome.
     pub fn step(&mut self, action: [f32; 4]) -> Result<([f64; STATE_LEN], StepOutcome), SimError> {
         if !self.started {
             return Err(SimError("step before reset".into()));
@@ -609,7 +610,7 @@ impl Env {
         f
     }
 
-    /// The proprioception of the current data (miner-protocol.md 3).
+    /// The proprioception of the current data (docs/miner-protocol.md §3).
     pub fn proprio(&self) -> Proprio {
         let s = &self.sim;
         let q = s.xquat(self.ids.hand);
@@ -624,13 +625,13 @@ impl Env {
         }
     }
 
-    /// The task configuration sent to miners (miner-protocol.md 2.1), with the public seed.
+    /// The task configuration sent to miners (docs/miner-protocol.md §2.1), with the public seed.
     pub fn task_config(&self, seed: i64) -> serde_json::Value {
         task_config(self.task, seed)
     }
 }
 
-/// The task configuration sent to miners (miner-protocol.md 2.1), with the public seed.
+/// The task configuration sent to miners (docs/miner-protocol.md §2.1), with the public seed.
 pub fn task_config(task: Task, seed: i64) -> serde_json::Value {
     let id = task.env_id();
     serde_json::json!({

@@ -1,4 +1,4 @@
-//! The scripted experts of miner-protocol.md 8.1: stateless waypoint controllers over the
+//! The scripted experts of docs/miner-protocol.md §8.1: stateless waypoint controllers over the
 //! 39-number privileged state.
 
 use super::task::Task;

@@ -1,6 +1,6 @@
 //! The one place that touches MuJoCo's raw arrays: a model shared by the simulations of one thread,
 //! each simulation's data, and typed, bounds-checked views of the few fields the environments read
-//! and write (environments.md 3–5).
+//! and write (docs/environments.md §3–5).
 //!
 //! Why a shared model: a compiled MetaWorld scene is about 20 MB (meshes and textures), so a copy
 //! per episode slot costs gigabytes and tens of milliseconds each. The simulations of one thread
@@ -257,8 +257,8 @@ impl Sim {
         }
     }
 
-    /// The model arrays an episode overlays (environments.md 7.3), mutable. They belong to the
-    /// shared model: what is written here is seen by every simulation on it until overwritten.
+    /// The model arrays an episode overlays (docs/environments.md §7.3), mutable. They belong to
+    /// the shared model: what is written here is seen by every simulation on it until overwritten.
     ///
     /// No MuJoCo call on any simulation of this model may run while the views live.
     ///

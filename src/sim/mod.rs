@@ -1,4 +1,4 @@
-//! Simulation (spec: environments.md): MetaWorld's eight tasks on MuJoCo 3.17 through mujoco-rs —
+//! Simulation (docs/environments.md): MetaWorld's eight tasks on MuJoCo 3.17 through mujoco-rs —
 //! scene assets, the environments, the miner's action, the scripted experts.
 
 pub mod action;

@@ -1,5 +1,5 @@
-//! The miners' two 84×84 cameras (environments.md 6), rendered headless through mujoco-rs' EGL
-//! renderer with shadows and multisampling off.
+//! The miners' two 84×84 cameras (docs/environments.md §6), rendered headless through mujoco-rs'
+//! EGL renderer with shadows and multisampling off.
 //!
 //! A renderer holds an OpenGL context current on its thread, so it lives on the thread that
 //! created it (the episode worker) and is bound to one scene; the episode's own data (with its

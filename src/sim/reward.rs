@@ -1,5 +1,5 @@
-//! Rewards and success of the eight tasks (environments.md 8), as pure functions of one step's
-//! readings. Rewards are informational (they feed `total_reward`); only success is scored.
+//! Rewards and success of the eight tasks (docs/environments.md §8), as pure functions of one
+//! step's readings. Rewards are informational (they feed `total_reward`); only success is scored.
 
 use super::task::Task;
 

@@ -1,5 +1,6 @@
-//! The episode's random draws (environments.md 7): MT19937 keyed by the sim seed, NumPy-legacy
-//! uniform doubles, the placement vector with its rejection rule, then the two physics scales.
+//! The episode's random draws (docs/environments.md §7): MT19937 keyed by the sim seed,
+//! NumPy-legacy uniform doubles, the placement vector with its rejection rule, then the two physics
+//! scales.
 
 use rand_mt::Mt;
 
@@ -59,7 +60,7 @@ pub struct EpisodeDraw {
 }
 
 impl EpisodeDraw {
-    /// The draws of one episode, in the order of environments.md 7.2.
+    /// The draws of one episode, in the order of docs/environments.md §7.2.
     pub fn new(task: Task, sim_seed: u64) -> Self {
         let mut rng = SimRng::from_sim_seed(sim_seed);
         let placement = rng.placement(task);

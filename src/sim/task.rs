@@ -1,5 +1,5 @@
-//! The eight MetaWorld tasks as plain data (environments.md 8): placement ranges and rejection,
-//! hand start, goal box, success threshold.
+//! The eight MetaWorld tasks as plain data (docs/environments.md §8): placement ranges and
+//! rejection, hand start, goal box, success threshold.
 
 /// One of the eight registered MetaWorld tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,7 +119,7 @@ impl Task {
     }
 
     /// Whether the hand reset's result is the same for every episode (nothing is placed before it),
-    /// so it can be computed once and restored (environments.md 10 item 6).
+    /// so it can be computed once and restored (docs/environments.md §10 item 6).
     pub fn hand_reset_cacheable(self) -> bool {
         matches!(self, Task::Reach | Task::Push | Task::PickPlace)
     }

@@ -1,7 +1,7 @@
-//! A fake subtensor for tests (chain.md 9): self-built V15 metadata holding only the items kinitro
-//! reads, raw storage built with independently computed keys, and the RPC methods subxt's legacy
-//! backend issues. Served in-process through subxt-rpcs' `MockRpcClient`, or over a loopback
-//! WebSocket (jsonrpsee) for the binary.
+//! A fake subtensor for tests (docs/scheduler.md §9.3): self-built V15 metadata holding only the
+//! items kinitro reads, raw storage built with independently computed keys, and the RPC methods
+//! subxt's legacy backend issues. Served in-process through subxt-rpcs' `MockRpcClient`, or over a
+//! loopback WebSocket (jsonrpsee) for the binary.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -426,7 +426,7 @@ pub fn synthetic_metadata() -> Vec<u8> {
     RuntimeMetadataPrefixed::from(v15).encode()
 }
 
-/// A registration value with the given first `Data` field encoded by hand (chain.md 3).
+/// A registration value with the given first `Data` field encoded by hand (docs/scheduler.md §4.1).
 pub fn registration(block: u32, first_field: Option<Vec<u8>>) -> Vec<u8> {
     let mut v = 1000u64.to_le_bytes().to_vec();
     v.extend(block.to_le_bytes());
