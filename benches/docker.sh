@@ -11,6 +11,8 @@
 #
 # Usage: benches/docker.sh [EPISODES_WITH_IMAGES] [STEPS] [EPISODES_WITHOUT_IMAGES]
 #        (defaults 8, 100 and 64). BENCH_IMAGES="on off", BENCH_DELAYS="0 20" pick the cases;
+#        BENCH_K_ON (default 8) and BENCH_K_OFF (default 128) are the episodes per pool: with a 20 ms
+#        miner delay, 2 pools × 128 episodes keep both cores busy without images;
 #        BENCH_PROFILE=debug uses the debug build instead of building a release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,7 +94,7 @@ run_case() { # mode(native|docker) images(true|false) delay episodes: prints "ep
 echo "== docker vs in-process (4 zero-policy miners, pick-place episodes of $STEPS steps, 2 pools) =="
 for images in ${BENCH_IMAGES:-on off}; do
   for delay in ${BENCH_DELAYS:-0 20}; do
-    if [ "$images" = on ]; then episodes=$EPISODES_ON; K=4; else episodes=$EPISODES_OFF; K=32; fi
+    if [ "$images" = on ]; then episodes=$EPISODES_ON; K=${BENCH_K_ON:-8}; else episodes=$EPISODES_OFF; K=${BENCH_K_OFF:-128}; fi
     read -r n_eps n_cpu n_to < <(run_case native "$([ "$images" = on ] && echo true || echo false)" "$delay" "$episodes")
     read -r d_eps d_cpu d_to < <(run_case docker "$([ "$images" = on ] && echo true || echo false)" "$delay" "$episodes")
     python3 -c "import sys; a = sys.argv[1:]
