@@ -1237,3 +1237,73 @@ async fn a_tls_engine_is_reached_with_the_docker_cli_s_certificates() {
         stderr(&o)
     );
 }
+
+#[actix_web::test]
+async fn bridge_networking_reaches_the_container_and_the_miner_through_the_network() {
+    let image = image();
+    // The network the executor would create; made first here to learn the host's address on it.
+    let _ = docker(&["network", "create", "kinitro-eval"]);
+    let (_, gateway) = docker(&[
+        "network",
+        "inspect",
+        "kinitro-eval",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ]);
+    let gateway = gateway.trim().to_string();
+    assert!(gateway.parse::<std::net::Ipv4Addr>().is_ok(), "{gateway}");
+    let port = free_port();
+    let _miner = Proc(
+        Command::new(env!("CARGO_BIN_EXE_kinitro"))
+            .args([
+                "miner",
+                "serve",
+                "--policy",
+                "expert",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_http_ok(port, "/health", 30));
+    let endpoint = format!("http://{gateway}:{port}");
+    let tasks: Vec<_> = (0..2)
+        .map(|i| {
+            (
+                uuid(i),
+                endpoint.clone(),
+                "metaworld/reach-v3",
+                30 + i as i64,
+            )
+        })
+        .collect();
+    let url = fresh_database().await;
+    add_tasks(&url, &tasks).await;
+    let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
+    let spool = tempfile::tempdir().unwrap();
+    let mut env = docker_env(image);
+    env.retain(|(k, _)| k != "KINITRO_EXECUTOR_EVAL_NETWORK"); // the default: bridge
+    let id = format!("ex-bridge-{port}");
+    let mut ex = executor(api.port, &id, spool.path(), &env);
+    let rows = wait_terminal(&url, 120).await;
+    for r in &rows {
+        assert_eq!(
+            (r.status.as_str(), r.result()["success"].clone()),
+            ("completed", json!(true)),
+            "{r:?}"
+        );
+    }
+    let (_, network) = docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.NetworkMode}}",
+        &format!("kinitro-eval-{id}-h0-metaworld-0"),
+    ]);
+    assert_eq!(network.trim(), "kinitro-eval");
+    assert!(ex.terminate(60));
+}
