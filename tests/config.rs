@@ -245,3 +245,31 @@ fn env_build_compiles_every_scene_then_says_what_is_missing() {
     );
     assert!(out.contains("render corner+corner2"), "{out}");
 }
+
+/// Issue 23 item 9: the executor refuses plain HTTP to a public API before connecting anywhere;
+/// loopback and private addresses, and the explicit override, pass on to the next start-up check.
+#[test]
+fn plain_http_to_a_public_api_is_refused() {
+    let assets = [("KINITRO_METAWORLD_ASSETS_DIR", "/nonexistent/assets")];
+    let o = kinitro(&["executor", "--api-url", "http://8.8.8.8:8000"], &assets);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("refusing to send the executor key over plain HTTP to a public address (8.8.8.8 is 8.8.8.8)"), "{}", stderr(&o));
+    for passes in [
+        vec!["executor", "--api-url", "http://127.0.0.1:8000"],
+        vec!["executor", "--api-url", "http://10.1.2.3:8000"],
+        vec!["executor", "--api-url", "https://8.8.8.8:8000"],
+        vec![
+            "executor",
+            "--api-url",
+            "http://8.8.8.8:8000",
+            "--allow-insecure-api",
+        ],
+    ] {
+        let o = kinitro(&passes, &assets);
+        assert!(
+            stderr(&o).contains("MetaWorld assets not found"),
+            "{passes:?}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -36,6 +36,33 @@ pub fn check_simulation(config: &ExecutorConfig) -> Result<std::path::PathBuf, F
     Ok(assets)
 }
 
+/// Refuses a plain-HTTP API URL whose host is, or resolves to, a public address: the executor's key
+/// and every claimed task's secret seed would cross the internet in clear (docs/executor.md §3).
+/// Loopback and private addresses (a compose service name such as `http://api:8000`) stay allowed;
+/// nothing is connected to before this check.
+pub fn check_api_url(api_url: &str, allow_insecure: bool) -> Result<(), Failure> {
+    let url = url::Url::parse(api_url)
+        .map_err(|e| Failure::runtime(format!("invalid API URL {api_url}: {e}")))?;
+    if url.scheme() != "http" || allow_insecure {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addresses: Vec<std::net::IpAddr> = match host.parse() {
+        Ok(ip) => vec![ip],
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map(|a| a.map(|s| s.ip()).collect())
+            .unwrap_or_default(),
+    };
+    match addresses.into_iter().find(|ip| executor::guard::public(*ip)) {
+        Some(ip) => Err(Failure::runtime(format!(
+            "refusing to send the executor key over plain HTTP to a public address ({host} is {ip}): \
+             use https://, or --allow-insecure-api (KINITRO_EXECUTOR_ALLOW_INSECURE_API=true)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Runs the remote executor until SIGINT/SIGTERM.
 pub fn execute(
     args: ExecutorArgs,
@@ -44,6 +71,7 @@ pub fn execute(
 ) -> CommandResult {
     let env = Env::from_process(&["KINITRO_EXECUTOR_"]);
     let config = ExecutorConfig::resolve(&args.flags, &env)?;
+    check_api_url(&config.api_url, config.allow_insecure_api)?;
     init_logging(level, format, Some(&env))?;
     // The container modes check scenes and rendering inside their containers.
     let assets = match config.eval_mode {

@@ -94,6 +94,9 @@ pub struct ExecutorFlags {
     /// Docker mode: refuse images of another kinitro version [env: KINITRO_EXECUTOR_STRICT_IMAGE_VERSION]
     #[arg(long)]
     pub strict_image_version: bool,
+    /// Allow a plain-HTTP API URL on a public address [env: KINITRO_EXECUTOR_ALLOW_INSECURE_API]
+    #[arg(long)]
+    pub allow_insecure_api: bool,
     /// Env ids served [env: KINITRO_EXECUTOR_ENV_IDS, default all registered]
     #[arg(long, value_parser = parse_list_flag)]
     pub env_ids: Option<List>,
@@ -190,6 +193,8 @@ pub struct ExecutorConfig {
     pub eval_start_timeout: Seconds,
     /// Docker mode: refuse an image of another version instead of warning.
     pub strict_image_version: bool,
+    /// Allow `http://` to an API on a public address (the key and the sim seeds then cross in clear).
+    pub allow_insecure_api: bool,
     /// Later phase: verification switch (logged as ignored).
     pub verification_enabled: bool,
     /// Later phase.
@@ -341,6 +346,8 @@ impl ExecutorConfig {
             eval_start_timeout: positive_seconds(env, "EVAL_START_TIMEOUT", 120.0)?,
             strict_image_version: flags.strict_image_version
                 || env.get("STRICT_IMAGE_VERSION")?.unwrap_or(false),
+            allow_insecure_api: flags.allow_insecure_api
+                || env.get("ALLOW_INSECURE_API")?.unwrap_or(false),
             eval_hosts: env
                 .get::<List>("EVAL_HOSTS")?
                 .map_or_else(|| vec!["localhost".into()], |l| l.0),
