@@ -721,15 +721,20 @@ fn forwarder(port: u16) -> Proc {
             "UNIX-CONNECT:/var/run/docker.sock",
         ],
     );
+    wait_listening(port);
+    p
+}
+
+/// Waits (10 s at most) until something accepts connections on loopback port `port`.
+fn wait_listening(port: u16) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "socat did not listen"
+            "nothing listens on {port}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    p
 }
 
 fn logs_mention(container: &str, text: &str) -> bool {
@@ -1169,14 +1174,7 @@ async fn a_tls_engine_is_reached_with_the_docker_cli_s_certificates() {
             "UNIX-CONNECT:/var/run/docker.sock",
         ],
     );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "socat did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_listening(port);
     let (_expert, expert) = miner("expert", 0);
     let tasks: Vec<_> = (0..2)
         .map(|i| (uuid(i), expert.clone(), "metaworld/reach-v3", 70 + i as i64))

@@ -14,9 +14,9 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use kinitro_actors::tasks::TaskResult;
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 
-use super::docker::{call, infra, random_token, wait_ready, Target};
+use super::docker::{dispatch, infra, random_token, wait_ready, Target};
 use super::episode::EpisodeTask;
 use crate::config::executor::ExecutorConfig;
 use crate::container::eval::{self, EvalContainer};
@@ -107,6 +107,13 @@ struct Deployment {
     in_flight: usize,
     healthy: bool,
     created: Instant,
+}
+
+impl Shared {
+    /// The settings and the shutdown flag a call needs.
+    fn call_parts(&self) -> (&ExecutorConfig, &watch::Sender<bool>) {
+        (&self.config, &self.stop)
+    }
 }
 
 struct Shared {
@@ -339,28 +346,22 @@ impl BasilicaEvaluator {
             );
             return async move { r }.boxed();
         };
-        let (tx, rx) = oneshot::channel();
-        let shared = self.shared.clone();
-        let fallback = infra(&task, "Executor error: the dispatcher stopped");
-        self.arbiter.spawn_fn(move || {
-            actix_rt::spawn(async move {
-                let result = call(&shared.config, &shared.stop, &task, &target).await;
-                let failed = result.is_err();
-                let result = result.unwrap_or_else(|e| infra(&task, e));
-                {
-                    let mut d = shared.deployments.lock().unwrap();
-                    d[index].in_flight = d[index].in_flight.saturating_sub(1);
-                    if failed {
-                        d[index].healthy = false;
-                    }
-                }
+        dispatch(
+            &self.arbiter,
+            self.shared.clone(),
+            Shared::call_parts,
+            task,
+            target,
+            move |shared, failed| {
+                let mut d = shared.deployments.lock().unwrap();
+                d[index].in_flight = d[index].in_flight.saturating_sub(1);
                 if failed {
+                    d[index].healthy = false;
+                    drop(d);
                     shared.check_now.notify_one();
                 }
-                let _ = tx.send(result);
-            });
-        });
-        async move { rx.await.unwrap_or(fallback) }.boxed()
+            },
+        )
     }
 
     /// Deletes every deployment of this executor.

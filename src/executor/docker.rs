@@ -118,6 +118,11 @@ impl ContainerState {
 }
 
 impl Shared {
+    /// The settings and the shutdown flag a call needs.
+    fn call_parts(&self) -> (&ExecutorConfig, &watch::Sender<bool>) {
+        (&self.config, &self.stop)
+    }
+
     /// Publishes `kinitro_eval_containers{host, family, state}` from the fleet.
     fn publish(&self) {
         let Some(m) = &self.metrics else { return };
@@ -377,44 +382,21 @@ impl DockerEvaluator {
             );
             return async move { r }.boxed();
         };
-        let (tx, rx) = oneshot::channel();
-        let shared = self.shared.clone();
-        let fallback = task.task_uuid.clone();
-        self.arbiter.spawn_fn(move || {
-            actix_rt::spawn(async move {
-                let result = call(&shared.config, &shared.stop, &task, &target).await;
-                let failed_call = result.is_err();
-                let result = result.unwrap_or_else(|e| infra(&task, e));
-                {
-                    let mut fleet = shared.fleet.lock().unwrap();
-                    if let Some(s) = fleet.slots.get_mut(index) {
-                        s.in_flight = s.in_flight.saturating_sub(1);
-                    }
+        dispatch(
+            &self.arbiter,
+            self.shared.clone(),
+            Shared::call_parts,
+            task,
+            target,
+            move |shared, failed| {
+                if let Some(s) = shared.fleet.lock().unwrap().slots.get_mut(index) {
+                    s.in_flight = s.in_flight.saturating_sub(1);
                 }
-                if failed_call {
+                if failed {
                     shared.check_now.notify_one();
                 }
-                let _ = tx.send(result);
-            });
-        });
-        async move {
-            rx.await.unwrap_or_else(|_| TaskResult {
-                task_uuid: fallback,
-                ..infra(
-                    &EpisodeTask {
-                        task_uuid: String::new(),
-                        miner_uid: 0,
-                        miner_endpoint: String::new(),
-                        env_id: String::new(),
-                        seed: 0,
-                        sim_seed: 0,
-                        limits: None,
-                    },
-                    "Executor error: the dispatcher stopped",
-                )
-            })
-        }
-        .boxed()
+            },
+        )
     }
 
     /// Removes every container this executor created, on every reachable host.
@@ -437,6 +419,30 @@ impl DockerEvaluator {
             "evaluation containers removed"
         );
     }
+}
+
+/// Runs one call on `arbiter` (awc is not `Send`) and resolves to its result; a failed call is an
+/// infrastructure failure. `done(shared, failed)` runs on the arbiter right after the call, to give
+/// the slot back (the docker and basilica evaluators share everything else of a dispatch).
+pub(super) fn dispatch<S: Send + Sync + 'static>(
+    arbiter: &actix_rt::Arbiter,
+    shared: Arc<S>,
+    parts: fn(&S) -> (&ExecutorConfig, &watch::Sender<bool>),
+    task: EpisodeTask,
+    target: Target,
+    done: impl FnOnce(&S, bool) + Send + 'static,
+) -> BoxFuture<'static, TaskResult> {
+    let (tx, rx) = oneshot::channel();
+    let fallback = infra(&task, "Executor error: the dispatcher stopped");
+    arbiter.spawn_fn(move || {
+        actix_rt::spawn(async move {
+            let (config, stop) = parts(&shared);
+            let result = call(config, stop, &task, &target).await;
+            done(&shared, result.is_err());
+            let _ = tx.send(result.unwrap_or_else(|e| infra(&task, e)));
+        });
+    });
+    async move { rx.await.unwrap_or(fallback) }.boxed()
 }
 
 /// Where one call goes: a container's server, its token and, on a remote engine, its certificate.
@@ -756,17 +762,19 @@ fn remote_host(engine: &Engine) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Creates the `kinitro-eval` bridge network when missing.
-async fn ensure_network(engine: &Engine) -> Result<(), String> {
-    if engine
+/// Whether the `kinitro-eval` network exists on `engine`.
+async fn network_exists(engine: &Engine) -> bool {
+    let options = None::<bollard::query_parameters::InspectNetworkOptions>;
+    engine
         .docker
-        .inspect_network(
-            eval::NETWORK,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
+        .inspect_network(eval::NETWORK, options)
         .await
         .is_ok()
-    {
+}
+
+/// Creates the `kinitro-eval` bridge network when missing.
+async fn ensure_network(engine: &Engine) -> Result<(), String> {
+    if network_exists(engine).await {
         return Ok(());
     }
     let request = bollard::models::NetworkCreateRequest {
@@ -777,18 +785,7 @@ async fn ensure_network(engine: &Engine) -> Result<(), String> {
     match engine.docker.create_network(request).await {
         Ok(_) => Ok(()),
         // Another executor may have created it meanwhile.
-        Err(_)
-            if engine
-                .docker
-                .inspect_network(
-                    eval::NETWORK,
-                    None::<bollard::query_parameters::InspectNetworkOptions>,
-                )
-                .await
-                .is_ok() =>
-        {
-            Ok(())
-        }
+        Err(_) if network_exists(engine).await => Ok(()),
         Err(e) => Err(format!("cannot create the network {}: {e}", eval::NETWORK)),
     }
 }
