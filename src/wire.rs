@@ -279,10 +279,10 @@ impl From<FailureKindBody> for FailureKind {
 pub struct Shard {
     /// ≥ 1.
     #[schema(minimum = 1, maximum = 65535)]
-    pub count: u32,
+    pub count: i64,
     /// 0 ≤ index < count.
     #[schema(minimum = 0, maximum = 65535)]
-    pub index: u32,
+    pub index: i64,
 }
 
 /// `POST /v1/tasks/fetch` request (docs/api.md §4.9).
@@ -290,7 +290,7 @@ pub struct Shard {
 pub struct FetchRequest {
     /// 1–100, default 10.
     #[schema(minimum = 1, maximum = 100)]
-    pub batch_size: Option<u32>,
+    pub batch_size: Option<i64>,
     /// Env filter; null or empty = any (at most 100 ids of 1–64 characters).
     #[schema(max_items = 100)]
     pub env_ids: Option<Vec<String>>,
@@ -365,7 +365,7 @@ pub struct TaskResultBody {
     pub task_uuid: String,
     /// 0…1 000 000.
     #[schema(minimum = 0, maximum = 1000000)]
-    pub timesteps: Option<u32>,
+    pub timesteps: Option<i64>,
     /// Default 0.0.
     pub total_reward: Option<f64>,
     /// Stored.
@@ -386,11 +386,34 @@ impl From<&TaskResult> for TaskResultBody {
             score: Some(r.score),
             success: r.success,
             task_uuid: r.task_uuid.clone(),
-            timesteps: Some(r.timesteps),
+            timesteps: Some(r.timesteps.into()),
             total_reward: Some(r.total_reward),
             verification_passed: r.verification_passed,
             verification_score: r.verification_score,
         }
+    }
+}
+
+/// A submitted result as the core's value, its blame settled once, here (docs/database.md §4.3).
+/// The API validates the body's limits before converting it.
+impl From<TaskResultBody> for TaskResult {
+    fn from(b: TaskResultBody) -> Self {
+        TaskResult {
+            task_uuid: b.task_uuid,
+            success: b.success,
+            score: b.score.unwrap_or(0.0),
+            total_reward: b.total_reward.unwrap_or(0.0),
+            timesteps: b
+                .timesteps
+                .map_or(0, |t| t.clamp(0, u32::MAX.into()) as u32),
+            error: b.error,
+            failure_kind: b.failure_kind.map(FailureKind::from),
+            action_time_mean: b.action_time_mean,
+            action_time_max: b.action_time_max,
+            verification_passed: b.verification_passed,
+            verification_score: b.verification_score,
+        }
+        .settled()
     }
 }
 
@@ -423,8 +446,11 @@ pub struct SubmitResponse {
 /// `GET /v1/tasks/stats` (docs/api.md §4.11).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskStats {
-    /// Executors holding tasks.
-    pub active_executors: Vec<String>,
+    /// Number of executors holding tasks.
+    pub active_executor_count: i64,
+    /// Their ids, sorted: only for a caller with a valid key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_executors: Option<Vec<String>>,
     /// Assigned.
     pub assigned_tasks: i64,
     /// Cancelled.

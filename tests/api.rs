@@ -246,7 +246,8 @@ async fn read_endpoints_answer_as_the_spec_shows() {
     let st = http(p.port, "GET", "/v1/tasks/stats", &[], None).json();
     assert_eq!(
         st,
-        json!({"total_tasks": 6, "pending_tasks": 6, "assigned_tasks": 0, "completed_tasks": 0, "failed_tasks": 0, "cancelled_tasks": 0, "active_executors": [], "current_cycle_id": 2})
+        json!({"total_tasks": 6, "pending_tasks": 6, "assigned_tasks": 0, "completed_tasks": 0, "failed_tasks": 0, "cancelled_tasks": 0, "active_executor_count": 0, "current_cycle_id": 2}),
+        "without a key: the number of active executors, not their ids"
     );
     let st = http(p.port, "GET", "/v1/tasks/stats?cycle_id=99", &[], None).json();
     assert_eq!(st["total_tasks"], 0);
@@ -349,6 +350,81 @@ async fn authentication_comes_first() {
     let open = ApiProcess::start(&url, &[("KINITRO_API_AUTH_DISABLED", "true")]);
     let r = http(open.port, "POST", "/v1/tasks/fetch", &[], Some(&body));
     assert_eq!(r.status, 200);
+}
+
+/// A per-executor key (issue 23 item 5).
+const GPU_KEY: &str = "gpu-farm-key-of-the-api-tests-0123456789";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_executor_key_acts_only_under_its_prefix() {
+    let url = seeded().await;
+    let p = ApiProcess::start(
+        &url,
+        &[
+            ("KINITRO_API_API_KEY", KEY),
+            ("KINITRO_API_EXECUTOR_KEYS", &format!("gpu-:{GPU_KEY}")),
+        ],
+    );
+    let gpu = ("Authorization", format!("Bearer {GPU_KEY}"));
+    let gpu = [(gpu.0, gpu.1.as_str())];
+    let fetch = |who: &str, auth: &[(&str, &str)]| {
+        let body = json!({"executor_id": who, "batch_size": 1}).to_string();
+        http(p.port, "POST", "/v1/tasks/fetch", auth, Some(&body))
+    };
+    let r = fetch("gpu-1", &gpu);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let task = r.json()["tasks"][0]["task_uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = fetch("local-1", &gpu);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.json()["detail"],
+        "executor_id: this key may only act as executors named gpu-…"
+    );
+    let result = |who: &str| {
+        json!({"executor_id": who, "results": [{"task_uuid": task, "success": false, "failure_kind": "miner"}]})
+            .to_string()
+    };
+    // The key cannot submit under another id, not even for a task that id holds.
+    let r = http(
+        p.port,
+        "POST",
+        "/v1/tasks/submit",
+        &gpu,
+        Some(&result("other")),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = http(
+        p.port,
+        "POST",
+        "/v1/tasks/submit",
+        &gpu,
+        Some(&result("gpu-1")),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["accepted"], 1);
+    // The shared key still acts as anyone.
+    assert_eq!(fetch("local-1", &[AUTH]).status, 200);
+    // Executor ids go only to a caller with a valid key; the count goes to everyone.
+    let open = http(p.port, "GET", "/v1/tasks/stats", &[], None).json();
+    assert_eq!(open["active_executor_count"], 1);
+    assert!(open.get("active_executors").is_none(), "{open}");
+    let wrong = http(
+        p.port,
+        "GET",
+        "/v1/tasks/stats",
+        &[("Authorization", "Bearer not-a-key")],
+        None,
+    )
+    .json();
+    assert!(wrong.get("active_executors").is_none(), "{wrong}");
+    for auth in [&gpu[..], &[AUTH][..]] {
+        let st = http(p.port, "GET", "/v1/tasks/stats", auth, None).json();
+        assert_eq!(st["active_executors"], json!(["local-1"]));
+        assert_eq!(st["active_executor_count"], 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -876,6 +952,8 @@ async fn a_database_outage_gives_503s_and_the_api_recovers() {
     );
     let r = post(&p, "/v1/tasks/fetch", &json!({"executor_id": "e"}));
     assert_eq!(r.status, 503);
+    // The answer cached while the database was up has expired by now.
+    std::thread::sleep(kinitro::api::cache::MAX_AGE);
     let s = http(p.port, "GET", "/v1/status", &[], None);
     assert_eq!(
         (s.status, s.json()["status"].as_str()),
@@ -898,6 +976,62 @@ async fn a_database_outage_gives_503s_and_the_api_recovers() {
         http(p.port, "GET", "/v1/weights/12300", &[], None).status,
         200
     );
+}
+
+/// Issue 23 item 4: public reads that hang (here on a lock) use their own small pool and are cut off
+/// by the statement timeout, so executors keep claiming and submitting meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn hanging_public_reads_do_not_starve_the_task_endpoints() {
+    let url = seeded().await;
+    let p = api(&url);
+    let mut locker = kinitro::db::connect(&url).await.unwrap();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE miners, miner_scores IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Twenty readers of endpoints whose queries need the locked tables (more than the main pool's
+    // ten connections), and then an executor.
+    let readers: Vec<_> = (0..20)
+        .map(|i| {
+            let path = ["/v1/miners", "/v1/environments", "/v1/scores/latest"][i % 3];
+            let port = p.port;
+            std::thread::spawn(move || http(port, "GET", path, &[], None).status)
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let r = post(
+        &p,
+        "/v1/tasks/fetch",
+        &json!({"executor_id": "e", "batch_size": 2}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let claimed: Vec<String> = r.json()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_uuid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(claimed.len(), 2);
+    let results: Vec<Value> = claimed
+        .iter()
+        .map(|u| json!({"task_uuid": u, "success": true, "score": 1.0}))
+        .collect();
+    let r = post(
+        &p,
+        "/v1/tasks/submit",
+        &json!({"executor_id": "e", "results": results}),
+    );
+    assert_eq!((r.status, r.json()["accepted"].clone()), (200, json!(2)));
+    // The hanging reads end by themselves: the server cancels them after the statement timeout.
+    let statuses: Vec<u16> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the readers were not cut off"
+    );
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(http(p.port, "GET", "/v1/miners", &[], None).status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,30 +1,79 @@
-//! Reading a JSON request body in the order of docs/api.md §1.1: content type → size → syntax, with
-//! the messages of docs/api.md §1.1; schema checks follow in the handlers through [`Fields`].
+//! Request bodies as typed values: [`Json<T>`] reads a body in the order of docs/api.md §1.1
+//! (content type → size → syntax → schema → limits) and answers every failure with that section's
+//! status and message.
+//!
+//! Why not actix's `web::Json`: its errors lose the field path, and docs/api.md §1.1 promises 422
+//! messages such as `results[3].timesteps: must be between 0 and 1000000`. So the body is
+//! deserialised through `serde_path_to_error`, serde's complaint is turned into the documented
+//! problem text once ([`schema_error`]), and what serde cannot say (lengths, ranges, relations
+//! between fields) is each body type's [`Validate`].
 
-use actix_web::{web, HttpRequest};
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 
 use super::error::ApiError;
+use super::AppState;
 
-/// Reads and parses the body as a JSON value.
-pub async fn read_json(
+/// Body limit when the app carries no [`AppState`] (never in the real server).
+const DEFAULT_LIMIT: usize = 2 * 1024 * 1024;
+
+/// A request body of type `T`, checked as docs/api.md §1.1 says.
+pub struct Json<T>(pub T);
+
+/// The limits a body's schema cannot express; each message is `<field path>: <problem>`.
+pub trait Validate {
+    /// Checks the limits of docs/api.md §1.1 that serde does not.
+    fn validate(&self) -> Result<(), String>;
+}
+
+impl<T: DeserializeOwned + Validate + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(DEFAULT_LIMIT, |s| s.max_body_bytes);
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let bytes = read_bytes(&req, payload, limit).await?;
+            // Syntax first (400), so a truncated body is never reported as a schema problem.
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::new(400, format!("Invalid JSON body: {e}")))?;
+            // serde would also read a struct from an array of its fields; every body is an object.
+            if !value.is_object() {
+                return Err(ApiError::unprocessable("body: expected an object"));
+            }
+            let body: T = serde_path_to_error::deserialize(value)
+                .map_err(|e| ApiError::unprocessable(schema_error(&e)))?;
+            body.validate().map_err(ApiError::unprocessable)?;
+            Ok(Json(body))
+        })
+    }
+}
+
+/// The body's bytes after the content-type and size checks.
+async fn read_bytes(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    mut payload: Payload,
     limit: usize,
-) -> Result<Value, ApiError> {
+) -> Result<web::BytesMut, ApiError> {
     let json_type = req
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
-        .map(|ct| {
+        .is_some_and(|ct| {
             ct.split(';')
                 .next()
                 .unwrap_or("")
                 .trim()
                 .eq_ignore_ascii_case("application/json")
-        })
-        .unwrap_or(false);
+        });
     if !json_type {
         return Err(ApiError::new(415, "Content-Type must be application/json"));
     }
@@ -45,136 +94,78 @@ pub async fn read_json(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::new(400, format!("Invalid JSON body: {e}")))
+    Ok(body)
 }
 
-/// Typed access to the fields of a JSON object, with 422 messages naming the field path.
-pub struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
-}
-
-fn bad(path: &str, problem: &str) -> ApiError {
-    ApiError::unprocessable(format!("{path}: {problem}"))
-}
-
-impl<'a> Fields<'a> {
-    /// The body (or an element) as an object; `path` prefixes its fields ("" for the body).
-    pub fn of(value: &'a Value, path: &str) -> Result<Self, ApiError> {
-        match value {
-            Value::Object(map) => Ok(Self {
-                map,
-                path: path.to_string(),
-            }),
-            _ => Err(bad(
-                if path.is_empty() { "body" } else { path },
-                "expected an object",
-            )),
+/// serde's complaint as `<field path>: <problem>` in the words of docs/api.md §1.1.
+fn schema_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let mut path = String::new();
+    for segment in e.path().iter() {
+        match segment {
+            Segment::Seq { index } => path += &format!("[{index}]"),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path += key;
+            }
+            Segment::Unknown => {}
         }
     }
-
-    /// The path of a field.
-    pub fn path(&self, name: &str) -> String {
-        if self.path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.path)
-        }
+    let message = e.inner().to_string();
+    if let Some(field) = between(&message, "missing field `", "`") {
+        return format!("{}: missing field", join(&path, field));
     }
-
-    /// The raw value, `None` for absent or null.
-    pub fn get(&self, name: &str) -> Option<&'a Value> {
-        self.map.get(name).filter(|v| !v.is_null())
+    let path = if path.is_empty() { "body" } else { &path };
+    if message.starts_with("unknown variant") {
+        let expected = message.split_once("expected ").map_or("", |(_, e)| e);
+        let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        return format!("{path}: must be one of: {}", names.join(", "));
     }
+    let expected = message.rsplit_once(", expected ").map_or("", |(_, e)| e);
+    let problem = match expected {
+        "a boolean" => "expected a boolean",
+        "a string" => "expected a string",
+        "f64" => "expected a finite number",
+        "a sequence" => "expected an array",
+        e if e.starts_with('i') || e.starts_with('u') => "expected an integer",
+        e if e.starts_with("struct") || e == "a map" => "expected an object",
+        _ => return format!("{path}: {message}"),
+    };
+    format!("{path}: {problem}")
+}
 
-    /// A required string of `min..=max` characters without control characters.
-    pub fn string(&self, name: &str, min: usize, max: usize) -> Result<String, ApiError> {
-        let p = self.path(name);
-        let s = self.get(name).ok_or_else(|| bad(&p, "missing field"))?;
-        check_string(s, &p, min, max)
-    }
+/// The text between `start` and the next `end`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = &text[text.find(start)? + start.len()..];
+    Some(&rest[..rest.find(end)?])
+}
 
-    /// An optional string (any length).
-    pub fn opt_text(&self, name: &str) -> Result<Option<String>, ApiError> {
-        self.get(name)
-            .map(|v| {
-                v.as_str()
-                    .map(String::from)
-                    .ok_or_else(|| bad(&self.path(name), "expected a string"))
-            })
-            .transpose()
-    }
-
-    /// A required boolean.
-    pub fn bool(&self, name: &str) -> Result<bool, ApiError> {
-        let p = self.path(name);
-        self.get(name)
-            .ok_or_else(|| bad(&p, "missing field"))?
-            .as_bool()
-            .ok_or_else(|| bad(&p, "expected a boolean"))
-    }
-
-    /// An optional boolean.
-    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
-        self.get(name)
-            .map(|v| {
-                v.as_bool()
-                    .ok_or_else(|| bad(&self.path(name), "expected a boolean"))
-            })
-            .transpose()
-    }
-
-    /// An optional integer within `min..=max`.
-    pub fn opt_int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
-        let p = self.path(name);
-        self.get(name)
-            .map(|v| {
-                let n = v.as_i64().ok_or_else(|| bad(&p, "expected an integer"))?;
-                if (min..=max).contains(&n) {
-                    Ok(n)
-                } else {
-                    Err(bad(&p, &format!("must be between {min} and {max}")))
-                }
-            })
-            .transpose()
-    }
-
-    /// An optional finite number, at least `min` when given.
-    pub fn opt_number(&self, name: &str, min: Option<f64>) -> Result<Option<f64>, ApiError> {
-        let p = self.path(name);
-        self.get(name)
-            .map(|v| {
-                let x = v
-                    .as_f64()
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| bad(&p, "expected a finite number"))?;
-                match min {
-                    Some(m) if x < m => Err(bad(&p, &format!("must be at least {m}"))),
-                    _ => Ok(x),
-                }
-            })
-            .transpose()
-    }
-
-    /// An optional array.
-    pub fn opt_array(&self, name: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
-        self.get(name)
-            .map(|v| {
-                v.as_array()
-                    .ok_or_else(|| bad(&self.path(name), "expected an array"))
-            })
-            .transpose()
+/// `parent.field`, or `field` at the top level.
+fn join(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
     }
 }
 
-/// A string value of `min..=max` characters without control characters.
-pub fn check_string(v: &Value, path: &str, min: usize, max: usize) -> Result<String, ApiError> {
-    let s = v.as_str().ok_or_else(|| bad(path, "expected a string"))?;
+/// Checks a string field: `min..=max` characters, no control characters.
+pub fn check_length(path: &str, s: &str, min: usize, max: usize) -> Result<(), String> {
     let n = s.chars().count();
     if n < min || n > max || s.chars().any(char::is_control) {
-        return Err(bad(path, &format!("must be {min} to {max} characters")));
+        return Err(format!("{path}: must be {min} to {max} characters"));
     }
-    Ok(s.to_string())
+    Ok(())
+}
+
+/// Checks an integer field against `min..=max`.
+pub fn check_range(path: &str, n: i64, min: i64, max: i64) -> Result<(), String> {
+    if (min..=max).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("{path}: must be between {min} and {max}"))
+    }
 }
 
 /// Parses a path or query integer (0 … 2^63−1) with the 422 message of docs/api.md §1.1.
@@ -182,4 +173,57 @@ pub fn non_negative(name: &str, raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
         ApiError::unprocessable(format!("{name}: '{raw}' is not a non-negative integer"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: i64,
+        flag: Option<bool>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        items: Vec<Inner>,
+        name: Option<String>,
+        kind: Option<crate::wire::FailureKindBody>,
+    }
+
+    fn problem(json: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        schema_error(&serde_path_to_error::deserialize::<_, Outer>(v).unwrap_err())
+    }
+
+    #[test]
+    fn serde_complaints_become_the_documented_problems() {
+        assert_eq!(problem("3"), "body: expected an object");
+        assert_eq!(problem("{}"), "items: missing field");
+        assert_eq!(problem(r#"{"items": [{}]}"#), "items[0].n: missing field");
+        assert_eq!(
+            problem(r#"{"items": [{"n": 1}, {"n": "ten"}]}"#),
+            "items[1].n: expected an integer"
+        );
+        assert_eq!(
+            problem(r#"{"items": [{"n": 1.5}]}"#),
+            "items[0].n: expected an integer"
+        );
+        assert_eq!(
+            problem(r#"{"items": [{"n": 1, "flag": 3}]}"#),
+            "items[0].flag: expected a boolean"
+        );
+        assert_eq!(problem(r#"{"items": 3}"#), "items: expected an array");
+        assert_eq!(
+            problem(r#"{"items": [], "name": 3}"#),
+            "name: expected a string"
+        );
+        assert_eq!(
+            problem(r#"{"items": [], "kind": "cosmic"}"#),
+            "kind: must be one of: miner, infrastructure"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 use kinitro_actors::registry::MinerStatus;
-use serde_json::json;
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::AppState;
@@ -13,13 +13,18 @@ use crate::wire::{timestamp, Miner, Miners};
 /// The latest snapshot, ascending uid.
 #[utoipa::path(get, path = "/v1/miners", responses((status = 200, body = crate::wire::Miners), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn miners(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut conn = state.conn().await?;
+    let body = state.public.miners.get_or((), miners_body(&state)).await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn miners_body(state: &AppState) -> Result<Miners, ApiError> {
+    let mut conn = state.public_conn().await?;
     let Some(snap) = views::miner_snapshot(&mut conn).await? else {
-        return Ok(HttpResponse::Ok().json(Miners {
+        return Ok(Miners {
             block: None,
             cycle_id: None,
             miners: Vec::new(),
-        }));
+        });
     };
     let miners: Vec<Miner> = snap
         .miners
@@ -33,7 +38,9 @@ pub async fn miners(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
                 commit_block: r.commit_block,
                 encrypted: r.encrypted,
                 endpoint: public_endpoint,
-                environments_evaluated: r.environments_evaluated.unwrap_or(json!([])),
+                environments_evaluated: r
+                    .environments_evaluated
+                    .unwrap_or_else(|| Value::Array(Vec::new())),
                 hotkey: r.hotkey,
                 last_evaluated: r.last_evaluated.map(timestamp),
                 last_evaluated_block: r.last_evaluated_block,
@@ -45,9 +52,9 @@ pub async fn miners(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(Miners {
+    Ok(Miners {
         block: snap.block,
         cycle_id: Some(snap.cycle_id),
         miners,
-    }))
+    })
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod claims;
 pub mod cycles;
 pub mod error;
@@ -33,11 +34,41 @@ use kinitro_actors::task_queue_actor::reap_stale_round;
 /// How often the API re-queues stale tasks (docs/database.md §5).
 const REAPER_PERIOD: Duration = Duration::from_secs(30);
 
-/// Shared state of every worker: the pool, the keys and the per-process caches.
+/// Connections of the public read endpoints (docs/api.md §1.3), apart from the executors' pool.
+pub const PUBLIC_POOL_SIZE: usize = 2;
+
+/// The answers of the public read endpoints, each reused for [`cache::MAX_AGE`].
+pub struct PublicAnswers {
+    /// `GET /v1/status`.
+    pub status: cache::Cached<(), crate::wire::Status, ApiError>,
+    /// `GET /v1/miners`.
+    pub miners: cache::Cached<(), crate::wire::Miners, ApiError>,
+    /// `GET /v1/environments`.
+    pub environments: cache::Cached<(), Vec<crate::wire::Environment>, ApiError>,
+    /// `GET /v1/tasks/stats`, by its `cycle_id` parameter.
+    pub task_counts: cache::Cached<Option<i64>, crate::db::tasks::TaskCounts, ApiError>,
+}
+
+impl Default for PublicAnswers {
+    fn default() -> Self {
+        Self {
+            status: cache::Cached::new(cache::MAX_AGE),
+            miners: cache::Cached::new(cache::MAX_AGE),
+            environments: cache::Cached::new(cache::MAX_AGE),
+            task_counts: cache::Cached::new(cache::MAX_AGE),
+        }
+    }
+}
+
+/// Shared state of every worker: the pools, the keys and the per-process caches.
 #[derive(Clone)]
 pub struct AppState {
-    /// The connection pool.
+    /// The pool of the task endpoints (and of everything not listed as public).
     pub pool: DbPool,
+    /// The small pool of the public read endpoints, with a statement timeout (docs/api.md §1.3).
+    pub public_pool: DbPool,
+    /// Recent answers of the public read endpoints.
+    pub public: Arc<PublicAnswers>,
     /// Task-endpoint authentication.
     pub auth: auth::Auth,
     /// Request body limit.
@@ -54,10 +85,21 @@ pub struct AppState {
 
 impl AppState {
     /// State for a service configured by `config`.
-    pub fn new(config: &ApiConfig, pool: DbPool, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub fn new(
+        config: &ApiConfig,
+        pool: DbPool,
+        public_pool: DbPool,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         Self {
             pool,
-            auth: auth::Auth::new(&config.api_keys, config.auth_disabled),
+            public_pool,
+            public: Arc::default(),
+            auth: auth::Auth::new(
+                &config.api_keys,
+                &config.executor_keys,
+                config.auth_disabled,
+            ),
             max_body_bytes: config.max_body_bytes,
             claims: claims::ClaimQueue::default(),
             pending_cache: Arc::default(),
@@ -68,7 +110,16 @@ impl AppState {
 
     /// A pooled connection; a pool or connection failure is a 503 (and `kinitro_database_up` 0).
     pub async fn conn(&self) -> Result<Object<AsyncPgConnection>, ApiError> {
-        let conn = self.pool.get().await;
+        self.checkout(&self.pool).await
+    }
+
+    /// A connection of the public read endpoints' pool, as [`Self::conn`].
+    pub async fn public_conn(&self) -> Result<Object<AsyncPgConnection>, ApiError> {
+        self.checkout(&self.public_pool).await
+    }
+
+    async fn checkout(&self, pool: &DbPool) -> Result<Object<AsyncPgConnection>, ApiError> {
+        let conn = pool.get().await;
         self.metrics.database(conn.is_ok());
         conn.map_err(|e| {
             tracing::warn!(error = %e, "database unavailable");
@@ -124,7 +175,7 @@ route_table! {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 pub async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
     if state.metrics.refresh_due() {
-        match state.conn().await {
+        match state.public_conn().await {
             Ok(mut conn) => {
                 let ok = state.metrics.refresh(&mut conn).await.is_ok();
                 state.metrics.database(ok);

@@ -1,7 +1,7 @@
 //! `GET /v1/scores/latest` and `GET /v1/scores/{cycle_id}` (docs/api.md §4.5, §4.6).
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde_json::Value;
 
 use super::body::non_negative;
 use super::cycles::{cycle_body, Cycle};
@@ -46,7 +46,7 @@ pub async fn rows(
 }
 
 async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> {
-    let mut conn = state.conn().await?;
+    let mut conn = state.public_conn().await?;
     let completed = cycle.status == CycleStatus::Completed;
     let details = if completed {
         rows(&mut conn, &cycle).await?
@@ -61,9 +61,12 @@ async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> 
             .insert(r.env_id.clone(), r.success_rate);
     }
     let frontier = if completed {
-        cycle.pareto_frontier.clone().unwrap_or(json!([]))
+        cycle
+            .pareto_frontier
+            .clone()
+            .unwrap_or_else(|| Value::Array(Vec::new()))
     } else {
-        json!([])
+        Value::Array(Vec::new())
     };
     Ok(HttpResponse::Ok().json(Scores {
         block: cycle.block_number,
@@ -80,7 +83,7 @@ async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> 
 /// Scores of the highest-id completed cycle.
 #[utoipa::path(get, path = "/v1/scores/latest", responses((status = 200, body = crate::wire::Scores), (status = 404, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut conn = state.conn().await?;
+    let mut conn = state.public_conn().await?;
     let cycle = db_cycles::latest_with_status(&mut conn, CycleStatus::Completed).await?;
     drop(conn);
     match cycle {
@@ -96,7 +99,7 @@ pub async fn by_cycle(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = non_negative("cycle_id", &path.into_inner())?;
-    let mut conn = state.conn().await?;
+    let mut conn = state.public_conn().await?;
     let cycle = db_cycles::by_id(&mut conn, id).await?;
     drop(conn);
     match cycle {

@@ -6,6 +6,7 @@ use diesel_async::AsyncPgConnection;
 use kinitro_actors::envs::{family, task_name, ENV_IDS};
 
 use super::cycles::{cycle_body, Cycle};
+use super::error::ApiError;
 use super::AppState;
 use crate::db::cycles as db_cycles;
 use crate::db::views::{self, HeartbeatRow};
@@ -64,11 +65,15 @@ async fn status_body(conn: &mut AsyncPgConnection) -> Result<Status, DbError> {
 /// Always 200; `degraded` with empty fields when the database is unreachable.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = crate::wire::Status)))]
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
-    let body = match state.conn().await {
-        Ok(mut conn) => status_body(&mut conn).await.ok(),
-        Err(_) => None,
-    };
-    HttpResponse::Ok().json(body.unwrap_or_else(|| Status {
+    let answer = state
+        .public
+        .status
+        .get_or((), async {
+            let mut conn = state.public_conn().await?;
+            Ok::<_, ApiError>(status_body(&mut conn).await?)
+        })
+        .await;
+    HttpResponse::Ok().json(answer.unwrap_or_else(|_| Status {
         current_block: None,
         current_cycle: None,
         environments: Vec::new(),
@@ -86,10 +91,17 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
 
 /// Every registered env with its latest completed cycle's statistics.
 #[utoipa::path(get, path = "/v1/environments", responses((status = 200, body = Vec<crate::wire::Environment>), (status = 503, body = crate::wire::ErrorBody)))]
-pub async fn environments(
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, super::error::ApiError> {
-    let mut conn = state.conn().await?;
+pub async fn environments(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let body = state
+        .public
+        .environments
+        .get_or((), environments_body(&state))
+        .await?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn environments_body(state: &AppState) -> Result<Vec<Environment>, ApiError> {
+    let mut conn = state.public_conn().await?;
     let hb = views::heartbeat(&mut conn).await?;
     let enabled = enabled_envs(&mut conn, &hb).await?;
     let stats = views::env_stats(&mut conn).await?;
@@ -108,5 +120,5 @@ pub async fn environments(
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(body))
+    Ok(body)
 }

@@ -4,59 +4,75 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use kinitro_actors::scoring::aggregate::FailureKind;
 use kinitro_actors::states::TaskStatus;
 use kinitro_actors::tasks::TaskResult;
-use serde_json::Value;
 
-use super::body::{check_string, non_negative, read_json, Fields};
+use super::auth::Authorized;
+use super::body::{check_length, check_range, non_negative, Json, Validate};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::tasks::{self, ClaimFilter, SubmitOutcome};
 use crate::wire::{
-    timestamp, ClaimedTask, FailureKindBody, FetchResponse, SubmitResponse, TaskStats,
+    timestamp, ClaimedTask, FetchRequest, FetchResponse, SubmitRequest, SubmitResponse, TaskStats,
 };
-use serde::Deserialize;
 
 /// How long one process reuses its `total_pending` count.
 const PENDING_CACHE: Duration = Duration::from_secs(1);
 
-fn parse_fetch(body: &Value) -> Result<(String, i64, ClaimFilter), ApiError> {
-    let f = Fields::of(body, "")?;
-    let executor = f.string("executor_id", 1, 64)?;
-    let batch = f.opt_int("batch_size", 1, 100)?.unwrap_or(10);
-    let env_ids = match f.opt_array("env_ids")? {
-        None => None,
-        Some(items) if items.len() > 100 => {
-            return Err(ApiError::unprocessable("env_ids: at most 100 entries"));
+impl Validate for FetchRequest {
+    fn validate(&self) -> Result<(), String> {
+        check_length("executor_id", &self.executor_id, 1, 64)?;
+        if let Some(n) = self.batch_size {
+            check_range("batch_size", n, 1, 100)?;
         }
-        Some(items) => Some(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| check_string(v, &format!("env_ids[{i}]"), 1, 64))
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-    };
-    let shard = match f.get("shard") {
-        None => None,
-        Some(v) => {
-            let s = Fields::of(v, "shard")?;
-            let count = s
-                .opt_int("count", 1, 65535)?
-                .ok_or_else(|| ApiError::unprocessable("shard.count: missing field"))?;
-            let index = s
-                .opt_int("index", 0, 65535)?
-                .ok_or_else(|| ApiError::unprocessable("shard.index: missing field"))?;
-            if index >= count {
-                return Err(ApiError::unprocessable(
-                    "shard.index: must be smaller than shard.count",
+        if let Some(ids) = &self.env_ids {
+            if ids.len() > 100 {
+                return Err("env_ids: at most 100 entries".into());
+            }
+            for (i, id) in ids.iter().enumerate() {
+                check_length(&format!("env_ids[{i}]"), id, 1, 64)?;
+            }
+        }
+        if let Some(shard) = &self.shard {
+            check_range("shard.count", shard.count, 1, 65535)?;
+            check_range("shard.index", shard.index, 0, 65535)?;
+            if shard.index >= shard.count {
+                return Err("shard.index: must be smaller than shard.count".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for SubmitRequest {
+    fn validate(&self) -> Result<(), String> {
+        check_length("executor_id", &self.executor_id, 1, 64)?;
+        if self.results.is_empty() || self.results.len() > 1000 {
+            return Err("results: must contain 1 to 1000 results".into());
+        }
+        for (i, r) in self.results.iter().enumerate() {
+            let at = |field: &str| format!("results[{i}].{field}");
+            check_length(&at("task_uuid"), &r.task_uuid, 1, 64)?;
+            if r.success && r.failure_kind.is_some() {
+                return Err(format!(
+                    "{}: must be null when success is true",
+                    at("failure_kind")
                 ));
             }
-            Some((index as i32, count as i32))
+            if let Some(t) = r.timesteps {
+                check_range(&at("timesteps"), t, 0, 1_000_000)?;
+            }
+            for (name, value) in [
+                ("action_time_mean", r.action_time_mean),
+                ("action_time_max", r.action_time_max),
+            ] {
+                if value.is_some_and(|v| v < 0.0) {
+                    return Err(format!("{}: must be at least 0", at(name)));
+                }
+            }
         }
-    };
-    Ok((executor, batch, ClaimFilter { env_ids, shard }))
+        Ok(())
+    }
 }
 
 async fn total_pending(state: &AppState) -> i64 {
@@ -99,18 +115,20 @@ fn task_body(t: tasks::ClaimedTask) -> ClaimedTask {
 }
 
 /// Claims a batch of tasks; committed before the answer.
-#[utoipa::path(post, path = "/v1/tasks/fetch", request_body = crate::wire::FetchRequest, security(("bearer" = [])), responses((status = 200, body = crate::wire::FetchResponse), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 415, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tasks/fetch", request_body = crate::wire::FetchRequest, security(("bearer" = [])), responses((status = 200, body = crate::wire::FetchResponse), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 403, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 415, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn fetch(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
+    Authorized(scope): Authorized,
+    Json(body): Json<FetchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth.check(&req)?;
-    let body = read_json(&req, payload, state.max_body_bytes).await?;
-    let (executor, batch, filter) = parse_fetch(&body)?;
+    scope.permit(&body.executor_id)?;
+    let filter = ClaimFilter {
+        env_ids: body.env_ids,
+        shard: body.shard.map(|s| (s.index as i32, s.count as i32)),
+    };
     let request = tasks::ClaimRequest {
-        executor,
-        batch_size: batch,
+        executor: body.executor_id,
+        batch_size: body.batch_size.unwrap_or(10),
     };
     let claimed = state.claims.claim(&state.pool, request, filter).await;
     state.metrics.database(claimed.is_ok());
@@ -126,68 +144,16 @@ pub async fn fetch(
     }))
 }
 
-fn parse_result(v: &Value, path: &str) -> Result<TaskResult, ApiError> {
-    let f = Fields::of(v, path)?;
-    let success = f.bool("success")?;
-    let failure_kind = match f.get("failure_kind") {
-        None => None,
-        Some(v) => match FailureKindBody::deserialize(v) {
-            Ok(kind) => Some(FailureKind::from(kind)),
-            Err(_) => {
-                return Err(ApiError::unprocessable(format!(
-                    "{}: must be one of: miner, infrastructure",
-                    f.path("failure_kind")
-                )))
-            }
-        },
-    };
-    if success && failure_kind.is_some() {
-        return Err(ApiError::unprocessable(format!(
-            "{}: must be null when success is true",
-            f.path("failure_kind")
-        )));
-    }
-    Ok(TaskResult {
-        task_uuid: f.string("task_uuid", 1, 64)?,
-        success,
-        score: f.opt_number("score", None)?.unwrap_or(0.0),
-        total_reward: f.opt_number("total_reward", None)?.unwrap_or(0.0),
-        timesteps: f.opt_int("timesteps", 0, 1_000_000)?.unwrap_or(0) as u32,
-        error: f.opt_text("error")?,
-        failure_kind,
-        action_time_mean: f.opt_number("action_time_mean", Some(0.0))?,
-        action_time_max: f.opt_number("action_time_max", Some(0.0))?,
-        verification_passed: f.opt_bool("verification_passed")?,
-        verification_score: f.opt_number("verification_score", None)?,
-    }
-    // Where a submitted result becomes the typed value: its blame is settled here, once.
-    .settled())
-}
-
 /// Applies results, each in its own transaction; 200 even when all are rejected.
-#[utoipa::path(post, path = "/v1/tasks/submit", request_body = crate::wire::SubmitRequest, security(("bearer" = [])), responses((status = 200, body = crate::wire::SubmitResponse), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 415, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/tasks/submit", request_body = crate::wire::SubmitRequest, security(("bearer" = [])), responses((status = 200, body = crate::wire::SubmitResponse), (status = 400, body = crate::wire::ErrorBody), (status = 401, body = crate::wire::ErrorBody), (status = 403, body = crate::wire::ErrorBody), (status = 413, body = crate::wire::ErrorBody), (status = 415, body = crate::wire::ErrorBody), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn submit(
     state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
+    Authorized(scope): Authorized,
+    Json(body): Json<SubmitRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    state.auth.check(&req)?;
-    let body = read_json(&req, payload, state.max_body_bytes).await?;
-    let f = Fields::of(&body, "")?;
-    let executor = f.string("executor_id", 1, 64)?;
-    let items = f
-        .opt_array("results")?
-        .ok_or_else(|| ApiError::unprocessable("results: missing field"))?;
-    if items.is_empty() || items.len() > 1000 {
-        return Err(ApiError::unprocessable(
-            "results: must contain 1 to 1000 results",
-        ));
-    }
-    let results = items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| parse_result(v, &format!("results[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
+    scope.permit(&body.executor_id)?;
+    let executor = body.executor_id;
+    let results: Vec<TaskResult> = body.results.into_iter().map(TaskResult::from).collect();
     let mut conn = state.conn().await?;
     let (mut accepted, mut rejected, mut duplicates, mut requeued) = (0, 0, 0, 0);
     let mut errors = Vec::new();
@@ -226,18 +192,26 @@ pub async fn submit(
     }))
 }
 
-/// Task counts of a cycle (given, else the running one, else all).
+/// Task counts of a cycle (given, else the running one, else all). The active executors' ids go
+/// only to a caller with a valid key; everyone gets their number (docs/api.md §4.11).
 #[utoipa::path(get, path = "/v1/tasks/stats", params(("cycle_id" = Option<u64>, Query, description = "Cycle (default: the running one)")), responses((status = 200, body = crate::wire::TaskStats), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn stats(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let requested = query
         .get("cycle_id")
         .map(|raw| non_negative("cycle_id", raw))
         .transpose()?;
-    let mut conn = state.conn().await?;
-    let counts = tasks::counts(&mut conn, requested).await?;
+    let counts = state
+        .public
+        .task_counts
+        .get_or(requested, async {
+            let mut conn = state.public_conn().await?;
+            Ok::<_, ApiError>(tasks::counts(&mut conn, requested).await?)
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(TaskStats {
         assigned_tasks: counts.count(TaskStatus::Assigned),
         cancelled_tasks: counts.count(TaskStatus::Cancelled),
@@ -246,6 +220,7 @@ pub async fn stats(
         failed_tasks: counts.count(TaskStatus::Failed),
         pending_tasks: counts.count(TaskStatus::Pending),
         total_tasks: counts.total(),
-        active_executors: counts.active_executors,
+        active_executor_count: counts.active_executors.len() as i64,
+        active_executors: state.auth.accepts(&req).then_some(counts.active_executors),
     }))
 }

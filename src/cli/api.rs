@@ -52,9 +52,11 @@ pub fn execute(args: ApiArgs, level: Option<LogLevel>, format: Option<LogFormat>
         let applied = db::migrate::run_pending(&url).await?;
         tracing::info!(applied, database = %url.target(), "database ready");
         let pool = db::pool(&url, config.db_pool_size)?;
+        let public_pool = db::public_pool(&url, api::PUBLIC_POOL_SIZE)?;
         let state = AppState::new(
             &config,
             pool,
+            public_pool,
             std::sync::Arc::new(crate::metrics::Metrics::new()),
         );
         let server = api::serve(&config, state).map_err(|e| {

@@ -137,7 +137,8 @@ async fn serve(
     let pool = db::pool(url, config.api.db_pool_size)?;
     // One registry for every part of the process (docs/api.md §4.12).
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    let state = AppState::new(&config.api, pool.clone(), metrics.clone());
+    let public_pool = db::public_pool(url, crate::api::PUBLIC_POOL_SIZE)?;
+    let state = AppState::new(&config.api, pool.clone(), public_pool, metrics.clone());
     let cache = state.weights_cache.clone();
     let scheduler = super::scheduler::prepare(config.scheduler.clone(), url)
         .await?

@@ -27,8 +27,10 @@ pub struct ApiConfig {
     pub port: u16,
     /// Database (none only inside `kinitro run` before the managed cluster is up).
     pub database_url: Option<DatabaseUrl>,
-    /// Bearer keys accepted on the task endpoints (several for rotation).
+    /// Bearer keys accepted on the task endpoints (several for rotation), each good for any executor id.
     pub api_keys: Vec<String>,
+    /// Per-executor keys (docs/api.md §2): each good only for executor ids starting with its prefix.
+    pub executor_keys: Vec<ExecutorKey>,
     /// Task endpoints open without a key.
     pub auth_disabled: bool,
     /// Assigned tasks older than this are re-queued by the API's reaper.
@@ -64,6 +66,14 @@ impl ApiConfig {
                     .collect()
             })
             .unwrap_or_default();
+        let executor_keys = env
+            .secret(
+                "EXECUTOR_KEYS",
+                |raw| ExecutorKey::parse_list(raw).is_some(),
+                "comma-separated pairs of an executor-id prefix, a colon and a key",
+            )?
+            .and_then(|raw| ExecutorKey::parse_list(&raw))
+            .unwrap_or_default();
         let positive = |v: &usize| *v >= 1;
         Ok(Self {
             host: flags
@@ -77,6 +87,7 @@ impl ApiConfig {
                 .unwrap_or(8000),
             database_url,
             api_keys: keys,
+            executor_keys,
             auth_disabled: flags.no_auth || env.get("AUTH_DISABLED")?.unwrap_or(false),
             task_stale_threshold: env
                 .get("TASK_STALE_THRESHOLD_SECONDS")?
@@ -107,29 +118,68 @@ impl ApiConfig {
         if self.auth_disabled {
             return Ok(());
         }
-        if self.api_keys.is_empty() {
+        if self.api_keys.is_empty() && self.executor_keys.is_empty() {
             return Err(ConfigError::Invalid(
                 "KINITRO_API_API_KEY is not set; set it or start with --no-auth".into(),
             ));
         }
-        let n = self.api_keys.len();
-        match self
-            .api_keys
-            .iter()
-            .position(|k| k.chars().count() < min_chars)
-        {
-            // The key itself is never echoed.
-            Some(i) => Err(ConfigError::Invalid(format!(
-                "KINITRO_API_API_KEY: {} is shorter than {min_chars} characters; use a random key \
-                 (`kinitro crypto generate-api-key`, or `openssl rand -hex 32`) or start with --no-auth",
-                if n == 1 {
-                    "the key".to_string()
-                } else {
-                    format!("key {} of {n}", i + 1)
-                }
-            ))),
-            None => Ok(()),
-        }
+        let executor_keys: Vec<&String> = self.executor_keys.iter().map(|k| &k.key).collect();
+        check_lengths("KINITRO_API_API_KEY", self.api_keys.iter(), min_chars)?;
+        check_lengths(
+            "KINITRO_API_EXECUTOR_KEYS",
+            executor_keys.into_iter(),
+            min_chars,
+        )
+    }
+}
+
+/// Refuses keys shorter than `min_chars`, naming which one without echoing it.
+fn check_lengths<'a>(
+    var: &str,
+    keys: impl ExactSizeIterator<Item = &'a String>,
+    min_chars: usize,
+) -> Result<(), ConfigError> {
+    let n = keys.len();
+    let mut keys = keys;
+    match keys.position(|k| k.chars().count() < min_chars) {
+        Some(i) => Err(ConfigError::Invalid(format!(
+            "{var}: {} is shorter than {min_chars} characters; use a random key \
+             (`kinitro crypto generate-api-key`, or `openssl rand -hex 32`) or start with --no-auth",
+            if n == 1 {
+                "the key".to_string()
+            } else {
+                format!("key {} of {n}", i + 1)
+            }
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A key bound to the executor ids that start with `prefix` (issue 23 item 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorKey {
+    /// The executor-id prefix this key may act as.
+    pub prefix: String,
+    /// The bearer key.
+    pub key: String,
+}
+
+impl ExecutorKey {
+    /// Parses `prefix:key[,prefix:key…]` (the prefix ends at the first colon); `None` when a pair is
+    /// malformed.
+    pub fn parse_list(raw: &str) -> Option<Vec<Self>> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (prefix, key) = pair.split_once(':')?;
+                let (prefix, key) = (prefix.trim(), key.trim());
+                (!prefix.is_empty() && !key.is_empty()).then(|| Self {
+                    prefix: prefix.into(),
+                    key: key.into(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -146,6 +196,47 @@ mod tests {
             &["KINITRO_API_"],
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn executor_keys_are_prefix_key_pairs_and_obey_the_length_rule() {
+        let long = "k".repeat(40);
+        let raw = format!("gpu-a:{long}, gpu-b:{long}:with-colon");
+        let c = ApiConfig::resolve(
+            &ApiFlags::default(),
+            None,
+            None,
+            &env(&[("KINITRO_API_EXECUTOR_KEYS", &raw)]),
+        )
+        .unwrap();
+        assert_eq!(c.executor_keys.len(), 2);
+        assert_eq!(c.executor_keys[1].prefix, "gpu-b");
+        assert_eq!(c.executor_keys[1].key, format!("{long}:with-colon"));
+        assert!(c.check_auth().is_ok(), "executor keys alone enable the API");
+        for bad in ["no-colon", ":key-without-prefix", "prefix:"] {
+            let err = ApiConfig::resolve(
+                &ApiFlags::default(),
+                None,
+                None,
+                &env(&[("KINITRO_API_EXECUTOR_KEYS", bad)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("KINITRO_API_EXECUTOR_KEYS"), "{err}");
+            assert!(!err.contains(bad), "the value is never echoed: {err}");
+        }
+        let short = ApiConfig::resolve(
+            &ApiFlags::default(),
+            None,
+            None,
+            &env(&[("KINITRO_API_EXECUTOR_KEYS", "gpu-a:short")]),
+        )
+        .unwrap();
+        let err = short.check_auth().unwrap_err().to_string();
+        assert!(
+            err.contains("KINITRO_API_EXECUTOR_KEYS: the key is shorter"),
+            "{err}"
+        );
     }
 
     #[test]

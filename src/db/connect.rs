@@ -79,6 +79,24 @@ pub async fn connect_with(
 
 /// Builds a pool of `size` connections; checkouts wait at most [`CONNECT_TIMEOUT`].
 pub fn pool(url: &DatabaseUrl, size: usize) -> Result<DbPool, DbError> {
+    pool_with(url, size, None)
+}
+
+/// How long one statement of the public read endpoints may run (docs/api.md §1.3).
+pub const PUBLIC_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The pool of the API's public read endpoints: `size` connections whose statements are cancelled
+/// by the server after [`PUBLIC_STATEMENT_TIMEOUT`].
+pub fn public_pool(url: &DatabaseUrl, size: usize) -> Result<DbPool, DbError> {
+    pool_with(url, size, Some(PUBLIC_STATEMENT_TIMEOUT))
+}
+
+/// Builds a pool; `statement_timeout` is set on each new connection when given.
+fn pool_with(
+    url: &DatabaseUrl,
+    size: usize,
+    statement_timeout: Option<Duration>,
+) -> Result<DbPool, DbError> {
     let mut setup = ManagerConfig::<AsyncPgConnection>::default();
     // A checkout only checks that the connection is open and idle, without a test query per request:
     // a connection the server closed is seen as closed and replaced.
@@ -87,9 +105,16 @@ pub fn pool(url: &DatabaseUrl, size: usize) -> Result<DbPool, DbError> {
     setup.custom_setup = Box::new(move |_| {
         let url = owned.clone();
         async move {
-            connect(&url)
+            let mut conn = connect(&url)
                 .await
-                .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+                .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+            if let Some(limit) = statement_timeout {
+                use diesel_async::SimpleAsyncConnection;
+                conn.batch_execute(&format!("SET statement_timeout = {}", limit.as_millis()))
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+            }
+            Ok(conn)
         }
         .boxed()
     });

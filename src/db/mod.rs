@@ -15,7 +15,7 @@ pub mod tasks;
 pub mod telemetry;
 pub mod views;
 
-pub use connect::{connect, pool, DbError, DbPool};
+pub use connect::{connect, pool, public_pool, DbError, DbPool};
 
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;

@@ -8,26 +8,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kinitro_actors::tasks::TaskResult;
 use nix::fcntl::{Flock, FlockArg};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::Digest;
 use tokio::sync::watch;
 
 use super::episode::EpisodeTask;
 use super::Evaluator;
 use crate::config::executor::ExecutorConfig;
-use crate::wire::{FetchRequest, Shard, TaskResultBody};
+use crate::wire::{FetchRequest, Shard, SubmitRequest, SubmitResponse, TaskResultBody};
 
 /// Results per submission.
 const SUBMIT_BATCH: usize = 50;
 /// Timeout of one API request.
 const API_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The JSON of a result (docs/api.md §4.10).
-pub fn result_json(r: &TaskResult) -> Value {
-    serde_json::to_value(TaskResultBody::from(r)).expect("a result serialises")
-}
 
 /// The tasks of a fetch answer that this executor understands. One that is not is left to the stale
 /// reaper, which returns it to the pool, and logged by its `task_uuid` and the error with the value
@@ -83,7 +78,25 @@ fn withhold_values(message: &str) -> String {
 struct Entry {
     seq: u64,
     executor_id: String,
-    result: Value,
+    result: TaskResultBody,
+}
+
+/// One line of the spool file (docs/executor.md §3.4): a result and the executor that produced it.
+#[derive(Serialize, Deserialize)]
+struct SpoolLine<R> {
+    executor_id: String,
+    result: R,
+}
+
+impl SpoolLine<&TaskResultBody> {
+    /// The line's text, newline included.
+    fn text(executor_id: &str, result: &TaskResultBody) -> String {
+        let line = SpoolLine {
+            executor_id: executor_id.to_string(),
+            result,
+        };
+        serde_json::to_string(&line).expect("a result serialises") + "\n"
+    }
 }
 
 /// The outbox and its spool file.
@@ -111,19 +124,14 @@ pub fn spool_name(executor_id: &str) -> String {
     format!("{safe}-{}.jsonl", &hash[..8])
 }
 
-fn read_entries(file: &mut File) -> Vec<(String, Value)> {
+/// The spool's lines; a line that does not parse (a write cut short by a crash) is skipped.
+fn read_entries(file: &mut File) -> Vec<SpoolLine<TaskResultBody>> {
     use std::io::Seek;
     let _ = file.seek(std::io::SeekFrom::Start(0));
     std::io::BufReader::new(&*file)
         .lines()
         .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-        .filter_map(|v| {
-            Some((
-                v["executor_id"].as_str()?.to_string(),
-                v.get("result")?.clone(),
-            ))
-        })
+        .filter_map(|l| serde_json::from_str(&l).ok())
         .collect()
 }
 
@@ -167,8 +175,8 @@ impl Outbox {
         }
         outbox.spool = Some(locked);
         outbox.spool_path = Some(path);
-        for (id, result) in recovered {
-            outbox.push_entry(id, result);
+        for line in recovered {
+            outbox.push_entry(line.executor_id, line.result);
         }
         if !outbox.entries.is_empty() {
             outbox.rewrite()?; // the recovered entries now live in our own spool
@@ -184,7 +192,7 @@ impl Outbox {
         Ok(outbox)
     }
 
-    fn push_entry(&mut self, executor_id: String, result: Value) {
+    fn push_entry(&mut self, executor_id: String, result: TaskResultBody) {
         self.entries.push(Entry {
             seq: self.next_seq,
             executor_id,
@@ -194,9 +202,9 @@ impl Outbox {
     }
 
     /// Appends a result to the spool (flushed) and then to the outbox.
-    fn add(&mut self, executor_id: &str, result: Value) {
+    fn add(&mut self, executor_id: &str, result: TaskResultBody) {
         if let Some(spool) = self.spool.as_mut() {
-            let line = json!({"executor_id": executor_id, "result": result}).to_string() + "\n";
+            let line = SpoolLine::text(executor_id, &result);
             if let Err(e) = spool.write_all(line.as_bytes()).and_then(|_| spool.flush()) {
                 tracing::error!(error = %e, "cannot append to the spool; the result is only in memory");
             }
@@ -211,7 +219,7 @@ impl Outbox {
         };
         let mut text = String::new();
         for e in &self.entries {
-            text += &(json!({"executor_id": e.executor_id, "result": e.result}).to_string() + "\n");
+            text += &SpoolLine::text(&e.executor_id, &e.result);
         }
         // Rewrite in place (the lock stays on this file): truncate and append the survivors.
         spool.set_len(0).map_err(|e| e.to_string())?;
@@ -242,7 +250,7 @@ impl Api {
         }
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value), String> {
+    async fn post(&self, path: &str, body: &impl Serialize) -> Result<(u16, Value), String> {
         let mut resp = self
             .client
             .post(format!("{}{path}", self.base))
@@ -339,16 +347,15 @@ async fn fetch_loop(
             continue;
         }
         let batch = free.min(config.batch_size as usize);
-        let body = serde_json::to_value(FetchRequest {
-            batch_size: Some(batch as u32),
+        let body = FetchRequest {
+            batch_size: Some(batch as i64),
             env_ids: Some(env_ids.iter().map(|e| e.to_string()).collect()),
             executor_id: config.executor_id.clone(),
             shard: (config.shard_count > 1).then_some(Shard {
-                count: config.shard_count,
-                index: config.shard_index,
+                count: config.shard_count.into(),
+                index: config.shard_index.into(),
             }),
-        })
-        .expect("a fetch request serialises");
+        };
         let wait = match api.post("/v1/tasks/fetch", &body).await {
             Ok((200, v)) => {
                 failures = 0;
@@ -366,7 +373,10 @@ async fn fetch_loop(
                     let fut = pools.run(task);
                     actix_web::rt::spawn(async move {
                         let result = fut.await;
-                        outbox.lock().unwrap().add(&id, result_json(&result));
+                        outbox
+                            .lock()
+                            .unwrap()
+                            .add(&id, TaskResultBody::from(&result));
                     });
                 }
                 if got < batch {
@@ -451,20 +461,24 @@ async fn submit_loop(
 
 /// Sends one batch; returns the sequence numbers that are final (delivered or dropped).
 async fn submit(api: &Api, batch: &[Entry], failures: &mut u32) -> Vec<u64> {
-    let body = json!({"executor_id": batch[0].executor_id, "results": batch.iter().map(|e| &e.result).collect::<Vec<_>>()});
+    let body = SubmitRequest {
+        executor_id: batch[0].executor_id.clone(),
+        results: batch.iter().map(|e| e.result.clone()).collect(),
+    };
     match api.post("/v1/tasks/submit", &body).await {
         Ok((200, v)) => {
             *failures = 0;
+            let answer = SubmitResponse::deserialize(&v).unwrap_or_default();
             tracing::info!(
                 event = "results_submitted",
-                accepted = v["accepted"].as_i64(),
-                rejected = v["rejected"].as_i64(),
-                duplicates = v["duplicates"].as_i64(),
-                requeued = v["requeued"].as_i64(),
+                accepted = answer.accepted,
+                rejected = answer.rejected,
+                duplicates = answer.duplicates,
+                requeued = answer.requeued,
                 "results submitted"
             );
-            if v["rejected"].as_i64().unwrap_or(0) > 0 {
-                tracing::warn!(errors = %v["errors"], "results rejected");
+            if answer.rejected > 0 {
+                tracing::warn!(errors = ?answer.errors, "results rejected");
             }
             batch.iter().map(|e| e.seq).collect()
         }
@@ -483,7 +497,7 @@ async fn submit(api: &Api, batch: &[Entry], failures: &mut u32) -> Vec<u64> {
             done
         }
         Ok((422, v)) => {
-            tracing::error!(body = %v, result = %batch[0].result, "malformed result dropped");
+            tracing::error!(body = %v, task_uuid = batch[0].result.task_uuid, "malformed result dropped");
             batch.iter().map(|e| e.seq).collect()
         }
         Ok((401, _)) => {
@@ -507,6 +521,7 @@ async fn submit(api: &Api, batch: &[Entry], failures: &mut u32) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// A log sink for a scoped subscriber.
     #[derive(Clone, Default)]
@@ -616,21 +631,38 @@ mod tests {
         assert!(spool_name("a/b").starts_with("a_b-"));
     }
 
+    /// A failed result for `task_uuid`.
+    fn failed(task_uuid: &str) -> TaskResultBody {
+        TaskResultBody {
+            action_time_max: None,
+            action_time_mean: None,
+            error: Some("boom".into()),
+            failure_kind: None,
+            score: Some(0.0),
+            success: false,
+            task_uuid: task_uuid.into(),
+            timesteps: Some(3),
+            total_reward: Some(0.0),
+            verification_passed: None,
+            verification_score: None,
+        }
+    }
+
     #[test]
     fn spool_survives_a_restart_and_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut o = Outbox::open(Some(dir.path()), "ex-1").unwrap();
-            o.add("ex-1", json!({"task_uuid": "t1"}));
-            o.add("ex-1", json!({"task_uuid": "t2"}));
+            o.add("ex-1", failed("t1"));
+            o.add("ex-1", failed("t2"));
             let err = Outbox::open(Some(dir.path()), "ex-1").err().unwrap();
             assert!(err.contains("already in use by a live process"), "{err}");
-            o.entries.retain(|e| e.result["task_uuid"] == "t2");
+            o.entries.retain(|e| e.result.task_uuid == "t2");
             o.rewrite().unwrap();
         }
         let o = Outbox::open(Some(dir.path()), "ex-1").unwrap();
         assert_eq!(o.entries.len(), 1);
-        assert_eq!(o.entries[0].result["task_uuid"], "t2");
+        assert_eq!(o.entries[0].result, failed("t2"));
         drop(o);
         // Another executor adopts the dead process's file, keeping the original executor id.
         let o = Outbox::open(Some(dir.path()), "ex-2").unwrap();
