@@ -6,7 +6,7 @@
 #     to validate the compose files, nginx to check its configuration, openssl, wrk for the load bench,
 #     prometheus to check that /metrics is scrapeable, systemd for systemd-analyze on the units, socat
 #     and docker-registry for the container tests: a second tcp:// Docker host and a registry on
-#     loopback to push to);
+#     loopback to push to; chromium for the dashboard's page tests in a headless browser);
 #   - the MuJoCo 3.17.0 C library out of the PyPI wheel mujoco==3.17.0, into third_party/mujoco/;
 #   - MetaWorld's scene files out of the PyPI wheel metaworld==3.1.1, into the assets directory
 #     ($KINITRO_METAWORLD_ASSETS_DIR, default <data dir>/metaworld/assets);
@@ -36,7 +36,7 @@ as_root() {
 
 # 1. Debian packages, only those missing.
 packages=(postgresql python3 python3-pip python3-venv libpq-dev libegl1 libegl-mesa0 libgl1-mesa-dri ca-certificates
-  docker-compose nginx openssl wrk curl prometheus systemd socat docker-registry)
+  docker-compose nginx openssl wrk curl prometheus systemd socat docker-registry chromium)
 if [ "${KINITRO_SETUP_SKIP_APT:-0}" != 1 ]; then
   missing=()
   for p in "${packages[@]}"; do

@@ -8,6 +8,7 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod container;
+pub mod dashboard;
 pub mod db;
 pub mod env_server;
 pub mod executor;

@@ -13,8 +13,12 @@ use crate::wire::{timestamp, Miner, Miners};
 /// The latest snapshot, ascending uid.
 #[utoipa::path(get, path = "/v1/miners", responses((status = 200, body = crate::wire::Miners), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn miners(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let body = state.public.miners.get_or((), miners_body(&state)).await?;
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(current(&state).await?))
+}
+
+/// The miners body (cached, docs/api.md §1.3).
+pub async fn current(state: &AppState) -> Result<Miners, ApiError> {
+    state.public.miners.get_or((), miners_body(state)).await
 }
 
 async fn miners_body(state: &AppState) -> Result<Miners, ApiError> {

@@ -260,6 +260,7 @@ pub fn serve(config: &ApiConfig, state: AppState) -> std::io::Result<actix_web::
             .app_data(data.clone())
             .wrap(from_fn(observe))
             .configure(routes)
+            .configure(crate::dashboard::routes)
             .default_service(web::to(error::not_found))
     })
     .workers(config.workers)

@@ -45,7 +45,8 @@ pub async fn rows(
     Ok(rows)
 }
 
-async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> {
+/// The scores body of `cycle`.
+pub async fn body(state: &AppState, cycle: Cycle) -> Result<Scores, ApiError> {
     let mut conn = state.public_conn().await?;
     let completed = cycle.status == CycleStatus::Completed;
     let details = if completed {
@@ -68,7 +69,7 @@ async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> 
     } else {
         Value::Array(Vec::new())
     };
-    Ok(HttpResponse::Ok().json(Scores {
+    Ok(Scores {
         block: cycle.block_number,
         created_at: timestamp(cycle.completed_at.unwrap_or(cycle.started_at)),
         cycle: cycle_body(&cycle),
@@ -77,17 +78,25 @@ async fn body(state: &AppState, cycle: Cycle) -> Result<HttpResponse, ApiError> 
         miner_summary: scores.clone(),
         pareto_frontier: frontier,
         scores,
-    }))
+    })
+}
+
+/// The scores of the highest-id completed cycle, if any.
+pub async fn latest_scores(state: &AppState) -> Result<Option<Scores>, ApiError> {
+    let mut conn = state.public_conn().await?;
+    let cycle = db_cycles::latest_with_status(&mut conn, CycleStatus::Completed).await?;
+    drop(conn);
+    match cycle {
+        Some(c) => Ok(Some(body(state, c).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Scores of the highest-id completed cycle.
 #[utoipa::path(get, path = "/v1/scores/latest", responses((status = 200, body = crate::wire::Scores), (status = 404, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn latest(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut conn = state.public_conn().await?;
-    let cycle = db_cycles::latest_with_status(&mut conn, CycleStatus::Completed).await?;
-    drop(conn);
-    match cycle {
-        Some(c) => body(&state, c).await,
+    match latest_scores(&state).await? {
+        Some(s) => Ok(HttpResponse::Ok().json(s)),
         None => Err(ApiError::not_found("No completed evaluations yet")),
     }
 }
@@ -103,7 +112,7 @@ pub async fn by_cycle(
     let cycle = db_cycles::by_id(&mut conn, id).await?;
     drop(conn);
     match cycle {
-        Some(c) => body(&state, c).await,
+        Some(c) => Ok(HttpResponse::Ok().json(body(&state, c).await?)),
         None => Err(ApiError::not_found(format!("Cycle {id} not found"))),
     }
 }

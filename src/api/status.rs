@@ -65,6 +65,12 @@ async fn status_body(conn: &mut AsyncPgConnection) -> Result<Status, DbError> {
 /// Always 200; `degraded` with empty fields when the database is unreachable.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = crate::wire::Status)))]
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(current(&state).await)
+}
+
+/// The status body (cached, docs/api.md §1.3); `degraded` with empty fields when the database is
+/// unreachable.
+pub async fn current(state: &AppState) -> Status {
     let answer = state
         .public
         .status
@@ -73,7 +79,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             Ok::<_, ApiError>(status_body(&mut conn).await?)
         })
         .await;
-    HttpResponse::Ok().json(answer.unwrap_or_else(|_| Status {
+    answer.unwrap_or_else(|_| Status {
         current_block: None,
         current_cycle: None,
         environments: Vec::new(),
@@ -86,7 +92,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         status: "degraded".into(),
         total_cycles: 0,
         total_miners_evaluated: 0,
-    }))
+    })
 }
 
 /// Every registered env with its latest completed cycle's statistics.

@@ -192,6 +192,21 @@ pub async fn submit(
     }))
 }
 
+/// Task counts of `cycle` (else the running one, else all), cached (docs/api.md §1.3).
+pub async fn task_counts(
+    state: &AppState,
+    cycle: Option<i64>,
+) -> Result<tasks::TaskCounts, ApiError> {
+    state
+        .public
+        .task_counts
+        .get_or(cycle, async {
+            let mut conn = state.public_conn().await?;
+            Ok(tasks::counts(&mut conn, cycle).await?)
+        })
+        .await
+}
+
 /// Task counts of a cycle (given, else the running one, else all). The active executors' ids go
 /// only to a caller with a valid key; everyone gets their number (docs/api.md §4.11).
 #[utoipa::path(get, path = "/v1/tasks/stats", params(("cycle_id" = Option<u64>, Query, description = "Cycle (default: the running one)")), responses((status = 200, body = crate::wire::TaskStats), (status = 422, body = crate::wire::ErrorBody), (status = 503, body = crate::wire::ErrorBody)))]
@@ -204,14 +219,7 @@ pub async fn stats(
         .get("cycle_id")
         .map(|raw| non_negative("cycle_id", raw))
         .transpose()?;
-    let counts = state
-        .public
-        .task_counts
-        .get_or(requested, async {
-            let mut conn = state.public_conn().await?;
-            Ok::<_, ApiError>(tasks::counts(&mut conn, requested).await?)
-        })
-        .await?;
+    let counts = task_counts(&state, requested).await?;
     Ok(HttpResponse::Ok().json(TaskStats {
         assigned_tasks: counts.count(TaskStatus::Assigned),
         cancelled_tasks: counts.count(TaskStatus::Cancelled),
@@ -220,7 +228,7 @@ pub async fn stats(
         failed_tasks: counts.count(TaskStatus::Failed),
         pending_tasks: counts.count(TaskStatus::Pending),
         total_tasks: counts.total(),
-        active_executor_count: counts.active_executors.len() as i64,
+        active_executor_count: counts.active_executor_count(),
         active_executors: state.auth.accepts(&req).then_some(counts.active_executors),
     }))
 }

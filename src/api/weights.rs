@@ -13,7 +13,8 @@ async fn load(state: &AppState, block: Option<i64>) -> Result<Option<WeightsRow>
     Ok(views::weights(&mut conn, block).await?)
 }
 
-fn body(row: WeightsRow) -> Weights {
+/// The weights body of a stored row.
+pub fn body(row: WeightsRow) -> Weights {
     let created = timestamp(row.created_at);
     Weights {
         block: row.block,

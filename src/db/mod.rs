@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod connect;
 pub mod cycles;
+pub mod history;
 pub mod lock;
 pub mod managed;
 pub mod migrate;

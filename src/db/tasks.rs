@@ -396,6 +396,11 @@ pub struct TaskCounts {
 }
 
 impl TaskCounts {
+    /// How many executors hold an assigned task.
+    pub fn active_executor_count(&self) -> i64 {
+        self.active_executors.len() as i64
+    }
+
     /// Tasks with `status`.
     pub fn count(&self, status: TaskStatus) -> i64 {
         self.by_status

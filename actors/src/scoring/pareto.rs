@@ -64,9 +64,9 @@ pub fn dominates<A: Copy + Into<f64>>(a: &[A], b: &[A], eps: &[f64]) -> bool {
     strictly_better
 }
 
-/// Uids of the miners no other miner ε-dominates, ascending.
-pub fn frontier(env_count: usize, miners: &[MinerRates], n: i64) -> Vec<u32> {
-    // Upstream keeps this matrix in single precision; absent pairs are 0.0.
+/// The frontier's rate matrix (single precision as upstream keeps it; absent pairs are 0.0) and
+/// its per-env ε.
+fn matrix(env_count: usize, miners: &[MinerRates], n: i64) -> (Vec<Vec<f32>>, Vec<f64>) {
     let rows: Vec<Vec<f32>> = miners
         .iter()
         .map(|m| m.rates.iter().map(|s| s.unwrap_or(0.0) as f32).collect())
@@ -77,6 +77,33 @@ pub fn frontier(env_count: usize, miners: &[MinerRates], n: i64) -> Vec<u32> {
             compute_epsilon_f32(&column, n)
         })
         .collect();
+    (rows, eps)
+}
+
+/// Who ε-dominates the miner at index `me`, and where: for each dominating miner (input order), its
+/// uid and the env positions where it is better by more than ε — the frontier's own rule, for
+/// explaining to a miner why it is not on the frontier.
+pub fn dominators(
+    env_count: usize,
+    miners: &[MinerRates],
+    n: i64,
+    me: usize,
+) -> Vec<(u32, Vec<usize>)> {
+    let (rows, eps) = matrix(env_count, miners, n);
+    (0..rows.len())
+        .filter(|&j| j != me && dominates(&rows[j], &rows[me], &eps))
+        .map(|j| {
+            let better = (0..env_count)
+                .filter(|&e| f64::from(rows[j][e]) > f64::from(rows[me][e]) + eps[e])
+                .collect();
+            (miners[j].uid, better)
+        })
+        .collect()
+}
+
+/// Uids of the miners no other miner ε-dominates, ascending.
+pub fn frontier(env_count: usize, miners: &[MinerRates], n: i64) -> Vec<u32> {
+    let (rows, eps) = matrix(env_count, miners, n);
     let mut out: Vec<u32> = (0..rows.len())
         .filter(|&i| !(0..rows.len()).any(|j| j != i && dominates(&rows[j], &rows[i], &eps)))
         .map(|i| miners[i].uid)
@@ -108,6 +135,19 @@ mod tests {
         assert!(!dom(&[0.5, 0.9], &[0.9, 0.5]));
         assert!(!dom(&[0.82, 0.72], &[0.80, 0.70]));
         assert!(!dominates::<f64>(&[], &[], &[]));
+    }
+
+    #[test]
+    fn dominators_name_the_envs_won_by_more_than_epsilon() {
+        let miners = [
+            miner(1, &[0.9, 0.8, 0.5]),
+            miner(2, &[0.5, 0.5, 0.5]),
+            miner(3, &[0.1, 0.9, 0.5]),
+        ];
+        let who = dominators(3, &miners, 50, 1);
+        assert_eq!(who, vec![(1, vec![0, 1])]);
+        assert!(dominators(3, &miners, 50, 0).is_empty());
+        assert_eq!(frontier(3, &miners, 50), vec![1, 3]);
     }
 
     #[test]
