@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
+use super::progress::Progress;
 use super::{CommandResult, Failure};
 use crate::config::miner::PolicyKind;
 use crate::container::image::{self, BuildRequest, Family};
@@ -264,9 +265,11 @@ fn build_image(request: &BuildRequest, push: bool, registry: Option<&str>) -> Co
             .map_err(Failure::runtime)?;
         let started = Instant::now();
         eprintln!("building {} on {}", request.tag, engine.uri);
-        let built = image::build(&engine, request, |line| eprintln!("  {line}"))
+        let progress = Progress::spinner("building", true);
+        let built = image::build(&engine, request, |line| progress.message(line))
             .await
             .map_err(Failure::runtime)?;
+        progress.finish();
         println!(
             "built {} ({}): {:.1} MB in {:.1} s",
             request.tag,
@@ -400,6 +403,7 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
             "seed", "success", "first", "return", "steps", "steps/s", "render ms"
         );
     }
+    let progress = Progress::bar(u64::from(o.episodes) * u64::from(o.max_steps), "steps");
     for i in 0..o.episodes {
         let sim_seed = o.seed + u64::from(i);
         let episode_dir = match &o.record_dir {
@@ -442,6 +446,7 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
                 }
             }
             step += 1;
+            progress.inc();
             let action = policy
                 .act(Some(task), Some(state))
                 .map_err(|e| SimError(format!("policy: {e:?}")))?;
@@ -468,7 +473,7 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
                 .first_success_step
                 .map_or("none".to_string(), |s| s.to_string());
             let render = render_ms.map_or("-".to_string(), |m| format!("{m:.2}"));
-            println!(
+            progress.println(&format!(
                 "{:>6} {:>8} {:>6} {:>9.2} {:>6} {:>12.0} {:>10}",
                 sim_seed,
                 report.success,
@@ -477,10 +482,11 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
                 report.steps,
                 steps_per_second(&report),
                 render
-            );
+            ));
         }
         reports.push((report, render_ms));
     }
+    progress.finish();
     summary(
         env_id,
         o,

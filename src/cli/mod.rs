@@ -9,6 +9,7 @@ pub mod env;
 pub mod executor;
 pub mod healthcheck;
 pub mod miner;
+pub mod progress;
 pub mod run;
 pub mod scheduler;
 pub mod scoring;

@@ -7,6 +7,7 @@
 
 use clap::Args;
 
+use super::progress::Progress;
 use super::{init_logging, CommandResult, Failure};
 use crate::api::{self, AppState};
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>
         None
     };
     actix_web::rt::System::new().block_on(async move {
+        // The logs say each stage; on a terminal a spinner shows it too, until the API listens.
+        let startup = Progress::spinner("starting", false);
         let _miners = if config.demo { Some(start_demo_miners(&mut config)?) } else { None };
         let mut cluster = None;
         let url = match &config.database_url {
@@ -56,6 +59,7 @@ pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>
                     tcp_port: config.pg_port,
                 };
                 tracing::info!(data_dir = %config.data_dir.display(), "starting the managed PostgreSQL");
+                startup.message("starting the managed PostgreSQL");
                 let started = tokio::task::spawn_blocking(move || managed::ManagedPostgres::start(&opts))
                     .await
                     .map_err(Failure::runtime)??;
@@ -64,7 +68,7 @@ pub fn execute(args: RunArgs, level: Option<LogLevel>, format: Option<LogFormat>
                 url
             }
         };
-        let served = serve(&config, &url, assets).await;
+        let served = serve(&config, &url, assets, startup).await;
         if let Some(mut c) = cluster {
             tracing::info!("stopping the managed PostgreSQL");
             tokio::task::spawn_blocking(move || c.stop()).await.map_err(Failure::runtime)?;
@@ -131,7 +135,9 @@ async fn serve(
     config: &RunConfig,
     url: &crate::config::DatabaseUrl,
     assets: Option<std::path::PathBuf>,
+    startup: Progress,
 ) -> CommandResult {
+    startup.message("applying migrations");
     let applied = db::prepare(url).await?;
     tracing::info!(applied, database = %url.target(), "database ready");
     let pool = db::pool(url, config.api.db_pool_size)?;
@@ -140,6 +146,7 @@ async fn serve(
     let public_pool = db::public_pool(url, crate::api::PUBLIC_POOL_SIZE)?;
     let state = AppState::new(&config.api, pool.clone(), public_pool, metrics.clone());
     let cache = state.weights_cache.clone();
+    startup.message("starting the scheduler");
     let scheduler = super::scheduler::prepare(config.scheduler.clone(), url)
         .await?
         .on_new_weights(std::sync::Arc::new(move || *cache.lock().unwrap() = None))
@@ -149,6 +156,7 @@ async fn serve(
     let scheduler = actix_web::rt::spawn(scheduler.wait(super::scheduler::shutdown_signal()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let executor_id = format!("local-{}", hex::encode(rand::random::<[u8; 4]>()));
+    startup.message("starting the local executor");
     let evaluator = match assets {
         Some(assets) => Some(Evaluator::InProcess(Pools::start(
             &config.executor,
@@ -204,6 +212,7 @@ async fn serve(
         ))
     })?;
     let handle = server.handle();
+    startup.finish();
     let shown_host = if config.api.host == "0.0.0.0" {
         "127.0.0.1"
     } else {
