@@ -129,6 +129,7 @@ fn serve_bad(mut s: std::net::TcpStream) {
             std::thread::sleep(Duration::from_millis(1500));
             ok(&mut s, r#"{"action":{}}"#);
         }
+        "valid" => ok(&mut s, r#"{"action":{"continuous":{"ee_twist":[0,0,0]}}}"#),
         "garbage" => ok(&mut s, "this is not json"),
         "nan" => ok(
             &mut s,
@@ -476,4 +477,81 @@ async fn a_fastapi_pydantic_miner_works_unchanged() {
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(episodes, [uuid(0), uuid(1)], "X-Kinitro-Episode headers");
+}
+
+/// How long the stalling miner leaves its accept queue full after an answer: its client's next SYN
+/// is dropped meanwhile, and the kernel sends it again 1 s after the first.
+const STALL: Duration = Duration::from_millis(500);
+
+/// A miner that answers every request at once, valid actions with `Connection: close`, but stalls
+/// every new connection (docs/executor.md §5.3): its listening socket has a backlog of 0 and it
+/// keeps the one queued place taken by a connection of its own, so a client's SYN is dropped until
+/// that connection is taken out, [`STALL`] after each answer.
+fn stalling_miner() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // Listening again only changes the backlog (Linux): a full queue holds one connection.
+    nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}/valid");
+    std::thread::spawn(move || {
+        // Our own queued connections, by their port, kept open until taken out of the queue.
+        let mut own = std::collections::HashMap::new();
+        let fill = |own: &mut std::collections::HashMap<u16, std::net::TcpStream>| {
+            if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                own.insert(s.local_addr().unwrap().port(), s);
+            }
+        };
+        fill(&mut own);
+        loop {
+            std::thread::sleep(STALL);
+            let stream = loop {
+                let Ok((s, peer)) = listener.accept() else {
+                    return;
+                };
+                if own.remove(&peer.port()).is_none() {
+                    break s;
+                }
+            };
+            // The queue is full again before the answer, so the next connection stalls too.
+            fill(&mut own);
+            serve_bad(stream);
+        }
+    });
+    base
+}
+
+/// A miner that closes every connection and stalls each new one spends the episode budget outside
+/// its round trips: the time to reach its server is its own, so the exhausted budget is its failure
+/// and the episode is not re-run as an infrastructure one (docs/executor.md §5.3).
+#[actix_web::test]
+async fn a_miner_stalling_every_new_connection_exhausts_the_budget_as_its_own_failure() {
+    let url = fresh_database().await;
+    let miner = stalling_miner();
+    let uuid = "20000000-0000-4000-8000-000000000000";
+    add_tasks(&url, &[(uuid, miner.as_str(), "metaworld/reach-v3", 47)]).await;
+    let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
+    let spool = tempfile::tempdir().unwrap();
+    // About 1 s per step (the SYN's retransmission), a 6 s budget: the budget runs out long before
+    // the 100 steps, with a few milliseconds of round trips.
+    let _ex = executor_with(
+        api.port,
+        "ex-stall",
+        spool.path(),
+        "100",
+        &[("KINITRO_EXECUTOR_EVAL_TIMEOUT", "6")],
+    );
+    let rows = wait_terminal(&url, 90).await;
+    let r = rows[0].result();
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("Miner too slow: episode budget of 6s exhausted at step "),
+        "{} {r}",
+        rows[0].status
+    );
+    assert_eq!(
+        (rows[0].status.as_str(), r["failure_kind"].as_str()),
+        ("failed", Some("miner")),
+        "{r}"
+    );
+    assert!(r["timesteps"].as_u64().unwrap() < 100, "{r}");
 }

@@ -6,6 +6,7 @@
 //! (exit 2); an invalid variable is a [`ConfigError`] naming it (exit 1).
 
 pub mod api;
+pub mod db_tls;
 pub mod env_serve;
 pub mod executor;
 pub mod miner;
@@ -37,7 +38,9 @@ impl DatabaseUrl {
         } else {
             return Err("invalid database URL: expected postgresql://…".into());
         };
-        tokio_postgres::Config::from_str(&url).map_err(|e| format!("invalid database URL: {e}"))?;
+        let (driver, _) = db_tls::split(&url)?;
+        tokio_postgres::Config::from_str(&driver)
+            .map_err(|e| format!("invalid database URL: {e}"))?;
         Ok(Self(url))
     }
 
@@ -46,9 +49,32 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The connection settings.
+    /// The connection settings, with the driver's TLS mode set from [`Self::tls`]: the driver
+    /// negotiates TLS, and `crate::db::tls` verifies the server as the mode says. Unix sockets
+    /// never use TLS, whatever the mode (as with libpq; docs/database.md §1.1).
     pub fn pg_config(&self) -> tokio_postgres::Config {
-        tokio_postgres::Config::from_str(&self.0).expect("validated at parse time")
+        use tokio_postgres::config::{Host, SslMode as Driver};
+        let (driver, tls) = db_tls::split(&self.0).expect("validated at parse time");
+        let mut config =
+            tokio_postgres::Config::from_str(&driver).expect("validated at parse time");
+        let local = config.get_hostaddrs().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, Host::Unix(_)))
+            && !config.get_hosts().is_empty();
+        config.ssl_mode(match tls.mode {
+            _ if local => Driver::Disable,
+            db_tls::SslMode::Disable => Driver::Disable,
+            db_tls::SslMode::Prefer => Driver::Prefer,
+            _ => Driver::Require,
+        });
+        config
+    }
+
+    /// The URL's TLS settings (`sslmode`, `sslrootcert`).
+    pub fn tls(&self) -> db_tls::DbTls {
+        db_tls::split(&self.0).expect("validated at parse time").1
     }
 
     /// Name of the target database (default: the user name, as libpq does).

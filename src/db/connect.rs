@@ -57,7 +57,8 @@ pub async fn connect(url: &DatabaseUrl) -> Result<AsyncPgConnection, DbError> {
     connect_with(url, url.pg_config()).await
 }
 
-/// Opens one connection with explicit settings (e.g. another database of the same server).
+/// Opens one connection with explicit settings (e.g. another database of the same server), with
+/// TLS as `url`'s `sslmode` and `sslrootcert` say (docs/database.md §1.1).
 pub async fn connect_with(
     url: &DatabaseUrl,
     mut config: tokio_postgres::Config,
@@ -67,11 +68,11 @@ pub async fn connect_with(
         reason,
     };
     config.connect_timeout(CONNECT_TIMEOUT);
-    let (client, connection) =
-        tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| err("timed out".into()))?
-            .map_err(|e| err(root_cause(&e)))?;
+    let tls = super::tls::MakeRustls::new(&url.tls()).map_err(err)?;
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls))
+        .await
+        .map_err(|_| err("timed out".into()))?
+        .map_err(|e| err(root_cause(&e)))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection)
         .await
         .map_err(|e| err(e.to_string()))

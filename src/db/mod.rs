@@ -14,6 +14,7 @@ pub mod status;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
 pub mod views;
 
 pub use connect::{connect, pool, public_pool, DbError, DbPool};

@@ -125,6 +125,17 @@ fn miner_fault(e: String) -> (String, FailureKind) {
     (e, FailureKind::Miner)
 }
 
+/// A failed `/reset` or `/act`: the miner's failure, unless its string is not a miner's (a local
+/// failure to open a connection is `Executor error: …`, docs/miner-protocol.md §6.2); the prefix
+/// rule is the one results without a failure kind are classified by (docs/database.md §4.3).
+fn call_failure(e: String) -> (String, FailureKind) {
+    if e.starts_with("Miner ") {
+        miner_fault(e)
+    } else {
+        infra(e)
+    }
+}
+
 async fn ask(
     worker: &mpsc::Sender<Job>,
     job: impl FnOnce(oneshot::Sender<Answer>) -> Job,
@@ -191,7 +202,7 @@ async fn drive(
     let rt = calls
         .reset(reset_body(kind, task.seed), limits.reset_timeout)
         .await
-        .map_err(miner_fault)?;
+        .map_err(call_failure)?;
     p.miner_time += rt;
     if let Some(m) = &metrics {
         m.metrics.reset_latency.observe(rt.as_secs_f64());
@@ -213,7 +224,7 @@ async fn drive(
             return Err(infra("Executor shutting down"));
         }
         if started.elapsed() >= budget {
-            return Err(over_budget(limits.eval_timeout, p, t));
+            return Err(over_budget(limits.eval_timeout, p, calls.reaching(), t));
         }
         let body = answer
             .body
@@ -222,7 +233,7 @@ async fn drive(
         let (action, rt) = calls
             .act(body, limits.action_timeout, limits.max_response_bytes, t)
             .await
-            .map_err(miner_fault)?;
+            .map_err(call_failure)?;
         p.round_trips.push(rt);
         p.miner_time += rt;
         if let Some(m) = &metrics {
@@ -247,9 +258,11 @@ async fn drive(
     Ok(())
 }
 
-/// docs/executor.md §5.3: whose fault an exhausted episode budget is.
-fn over_budget(budget: f64, p: &Progress, t: u32) -> (String, FailureKind) {
-    if p.miner_time.as_secs_f64() >= 0.5 * budget {
+/// docs/executor.md §5.3: whose fault an exhausted episode budget is. The miner's time is its round
+/// trips plus the time spent `reaching` its server: a miner that closes every connection and stalls
+/// each new one spends the budget outside its round trips, and must not pass that off as ours.
+fn over_budget(budget: f64, p: &Progress, reaching: Duration, t: u32) -> (String, FailureKind) {
+    if (p.miner_time + reaching).as_secs_f64() >= 0.5 * budget {
         miner_fault(format!(
             "Miner too slow: episode budget of {}s exhausted at step {t}",
             fmt_budget(budget)

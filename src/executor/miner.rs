@@ -3,7 +3,9 @@
 //!
 //! An episode's first call takes an idle connection to its miner from the pool's keep-alive set, or
 //! opens one through the pool's awc connector (resolution, the address check, TCP and TLS, bounded by
-//! the 5 s connector timeout and never charged to the miner, docs/executor.md §2.1). The episode
+//! the 5 s connector timeout). Opening is not part of a call's round trip, but it is the miner's time
+//! for the episode budget ([`MinerCalls::reaching`], docs/executor.md §5.3): a miner that closes
+//! every connection and stalls each new one must not pass its slowness off as ours. The episode
 //! keeps the connection for its later calls while the miner keeps it alive, and leaves it in the
 //! idle set when it ends. Each call's round trip runs from sending the request to the body's
 //! complete arrival, within the call's budget; the arrival is the kernel's receive time of the
@@ -38,7 +40,8 @@ use crate::sim::action::Action;
 
 /// The `/reset` response cap.
 pub const RESET_LIMIT: usize = 64 * 1024;
-/// Timeout for opening a connection (resolution, TCP and TLS), not charged to the miner's budgets.
+/// Timeout for opening a connection (resolution, TCP and TLS), outside the round-trip budgets but
+/// counted as the miner's time for the episode budget (docs/executor.md §5.1).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A kept connection idle this long is closed rather than reused: the miner's server may be closing
 /// it at that very moment (keep-alive timeouts are seconds), which would fail the next call.
@@ -53,7 +56,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 type Connection = Framed<Box<dyn Io>, h1::ClientCodec>;
 
 /// Opening a connection to a URI's host.
-type Open = dyn Fn(&Uri) -> LocalBoxFuture<'static, Result<Box<dyn Io>, String>>;
+type Open = dyn Fn(&Uri) -> LocalBoxFuture<'static, Result<Box<dyn Io>, CallError>>;
 
 /// Idle keep-alive connections by `scheme://authority`, each with the moment its last reply ended.
 type IdleConnections = HashMap<String, Vec<(Connection, Instant)>>;
@@ -115,12 +118,14 @@ impl MinerClient {
                 let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                     .await
                     .map_err(|_| {
-                        "Failed to connect to host: Timeout while establishing connection"
-                            .to_string()
+                        CallError::Connection(
+                            "Failed to connect to host: Timeout while establishing connection"
+                                .to_string(),
+                        )
                     })?
-                    .map_err(|e| format!("Failed to connect to host: {e}"))?;
+                    .map_err(opening_failed)?;
                 Ok(Box::new(connection) as Box<dyn Io>)
-            }) as LocalBoxFuture<'static, Result<Box<dyn Io>, String>>
+            }) as LocalBoxFuture<'static, Result<Box<dyn Io>, CallError>>
         };
         Self {
             open: Rc::new(open),
@@ -130,7 +135,7 @@ impl MinerClient {
     }
 
     /// An idle connection to `key`'s miner that is still fresh, else a new one to `uri`.
-    async fn connect(&self, key: &str, uri: &Uri) -> Result<Connection, String> {
+    async fn connect(&self, key: &str, uri: &Uri) -> Result<Connection, CallError> {
         let reused = self.idle.borrow_mut().get_mut(key).and_then(|idle| {
             // Newest last: the stale ones before a fresh one are dropped on the way.
             std::iter::from_fn(|| idle.pop()).find_map(|(c, since)| fresh(since).then_some(c))
@@ -152,6 +157,26 @@ impl MinerClient {
         });
         idle.entry(key).or_default().push((connection, since));
     }
+}
+
+/// Why a connection could not be opened: the miner's failure, except when this host ran out of
+/// sockets, file descriptors, memory or local ports (docs/miner-protocol.md §6.2), which says
+/// nothing about the miner.
+fn opening_failed(e: awc::error::ConnectError) -> CallError {
+    let detail = format!("Failed to connect to host: {e}");
+    match &e {
+        awc::error::ConnectError::Io(io) if local_exhaustion(io) => CallError::Local(detail),
+        _ => CallError::Connection(detail),
+    }
+}
+
+/// Whether an I/O error means this host's own resources are exhausted.
+fn local_exhaustion(e: &std::io::Error) -> bool {
+    use nix::libc;
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// Whether a connection idle since `since` may still be used.
@@ -191,6 +216,8 @@ pub struct MinerCalls {
     act: Rc<RequestHead>,
     /// The connection the last call left open, and when that call ended.
     kept: Option<(Connection, Instant)>,
+    /// Time spent opening connections to the miner so far (docs/executor.md §5.3).
+    reaching: Duration,
 }
 
 impl Drop for MinerCalls {
@@ -224,7 +251,15 @@ impl MinerCalls {
             reset,
             act: head("/act")?,
             kept: None,
+            reaching: Duration::ZERO,
         })
+    }
+
+    /// The time this episode's calls have spent opening connections to the miner (resolution, TCP,
+    /// TLS, and the wait for the miner's server to accept): outside every round trip, yet the
+    /// miner's time for the episode budget (docs/executor.md §5.3, docs/miner-protocol.md §6.3).
+    pub fn reaching(&self) -> Duration {
+        self.reaching
     }
 
     /// `POST /reset`; the error is the episode's whole error string.
@@ -237,7 +272,7 @@ impl MinerCalls {
                 "Miner reset failed: timeout after {}",
                 seconds(timeout)
             )),
-            Err(e) => Err(format!("Miner reset failed: {}", describe(e))),
+            Err(e) => Err(phrase("Miner reset failed".into(), e)),
         }
     }
 
@@ -255,7 +290,7 @@ impl MinerCalls {
         let (value, rt) = match self.call(&head, body, budget, limit).await {
             Ok(v) => v,
             Err(CallError::Timeout) => return Err(format!("Miner action timeout at step {t}")),
-            Err(e) => return Err(format!("Miner action failed at step {t}: {}", describe(e))),
+            Err(e) => return Err(phrase(format!("Miner action failed at step {t}"), e)),
         };
         let Value::Object(mut reply) = value else {
             return Err(format!(
@@ -271,8 +306,9 @@ impl MinerCalls {
     }
 
     /// Sends one POST and reads the whole reply within `budget`, on the kept connection or another
-    /// (taken or opened first, neither timed nor budgeted); returns (body, round trip). The
-    /// connection is kept for the next call only after a complete reply the miner keeps alive.
+    /// (taken or opened first, outside the round trip and its budget; the opening is added to
+    /// [`Self::reaching`]); returns (body, round trip). The connection is kept for the next call
+    /// only after a complete reply the miner keeps alive.
     async fn call(
         &mut self,
         head: &Rc<RequestHead>,
@@ -282,11 +318,12 @@ impl MinerCalls {
     ) -> Result<(Value, Duration), CallError> {
         let connection = match self.kept.take() {
             Some((c, since)) if fresh(since) => c,
-            _ => self
-                .client
-                .connect(&self.key, &head.uri)
-                .await
-                .map_err(CallError::Connection)?,
+            _ => {
+                let opening = Instant::now();
+                let connection = self.client.connect(&self.key, &head.uri).await;
+                self.reaching += opening.elapsed();
+                connection?
+            }
         };
         let (started, sent) = (Instant::now(), SystemTime::now());
         let (bytes, reusable, arrival) =
@@ -352,6 +389,8 @@ fn request_head(endpoint: &str, path: &str, episode: &str) -> Result<RequestHead
 enum CallError {
     Timeout,
     Connection(String),
+    /// A connection could not be opened for lack of local resources: not the miner's failure.
+    Local(String),
     Redirect(u16),
     Status(u16, String),
     TooLarge(usize),
@@ -459,9 +498,21 @@ async fn read_body(
     Ok((bytes.freeze(), reusable.then_some(connection)))
 }
 
+/// The episode's error string of a failed call, `what` naming it as the miner's error strings do
+/// (`Miner reset failed`, `Miner action failed at step <t>`); a local failure is the executor's.
+fn phrase(what: String, e: CallError) -> String {
+    match e {
+        CallError::Local(d) => {
+            format!("Executor error: cannot open a connection to the miner: {d}")
+        }
+        e => format!("{what}: {}", describe(e)),
+    }
+}
+
 fn describe(e: CallError) -> String {
     match e {
         CallError::Timeout => unreachable!("timeouts are phrased by the caller"),
+        CallError::Local(_) => unreachable!("local failures are phrased by `phrase`"),
         CallError::Connection(d) => format!("connection error: {d}"),
         CallError::Redirect(code) => format!("redirect not allowed (HTTP {code})"),
         CallError::Status(code, body) if body.is_empty() => format!("HTTP {code}"),
@@ -691,17 +742,22 @@ mod tests {
         assert_eq!(result.unwrap_err(), "Miner action timeout at step 1");
     }
 
-    /// One `/act` with a 0.5 s budget, the miner's whole error string on failure.
-    async fn act_once(client: &MinerClient, endpoint: &str) -> Result<Duration, String> {
+    /// One `/act` with a 0.5 s budget: its round trip and the time spent opening its connection,
+    /// or the miner's whole error string.
+    async fn act_once(
+        client: &MinerClient,
+        endpoint: &str,
+    ) -> Result<(Duration, Duration), String> {
         let mut calls = MinerCalls::new(client, endpoint, "ep")?;
         let (_, round_trip) = calls
             .act(bytes::Bytes::from_static(b"{}"), 0.5, 1 << 20, 0)
             .await?;
-        Ok(round_trip)
+        Ok((round_trip, calls.reaching()))
     }
 
     /// An `/act` whose connection takes at least `setup` to open (the `slow` part: "connection",
-    /// "handshake"): the call succeeds, and its round trip leaves the opening out.
+    /// "handshake"): the call succeeds, its round trip leaves the opening out, and the opening is
+    /// counted as the time spent reaching the miner (docs/executor.md §5.3).
     async fn act_after_slow_opening(
         client: &MinerClient,
         endpoint: &str,
@@ -709,15 +765,49 @@ mod tests {
         slow: &str,
     ) {
         let started = Instant::now();
-        let round_trip = act_once(client, endpoint)
+        let (round_trip, reaching) = act_once(client, endpoint)
             .await
-            .unwrap_or_else(|e| panic!("the slow {slow} is not the miner's fault: {e}"));
+            .unwrap_or_else(|e| panic!("the slow {slow} fails no call: {e}"));
         assert!(
             started.elapsed() >= setup,
             "the {slow} was not slow: {:?}",
             started.elapsed()
         );
         assert!(round_trip < Duration::from_millis(300), "{round_trip:?}");
+        assert!(
+            reaching >= setup,
+            "the slow {slow} is the miner's: {reaching:?}"
+        );
+    }
+
+    #[test]
+    fn only_exhausted_local_resources_are_not_the_miners_failure() {
+        use nix::libc;
+        let io = |errno| awc::error::ConnectError::Io(std::io::Error::from_raw_os_error(errno));
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::EADDRNOTAVAIL,
+        ] {
+            let e = phrase("Miner reset failed".into(), opening_failed(io(errno)));
+            assert!(
+                e.starts_with("Executor error: cannot open a connection to the miner: "),
+                "{e}"
+            );
+        }
+        for e in [
+            io(libc::ECONNREFUSED),
+            io(libc::ECONNRESET),
+            awc::error::ConnectError::Timeout,
+            awc::error::ConnectError::NoRecords,
+        ] {
+            let e = phrase("Miner action failed at step 3".into(), opening_failed(e));
+            assert!(
+                e.starts_with("Miner action failed at step 3: connection error: Failed to connect"),
+                "{e}"
+            );
+        }
     }
 
     #[actix_web::test]
