@@ -257,6 +257,26 @@ services:
       KINITRO_EXECUTOR_POOLS: "1"
       KINITRO_EXECUTOR_EPISODES_PER_POOL: "2"
       KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS: "0.5"
+  # Started only by the sharding fault (an explicitly named service's profile is enabled).
+  executor-shard0: &shard
+    image: ${KINITRO_IMAGE}
+    profiles: ["shards"]
+    command: kinitro executor --api-url http://api:8000 --executor-id shard-0 --shard-index 0 --shard-count 2
+    environment: &shard_env
+      KINITRO_EXECUTOR_API_KEY: ${KINITRO_API_KEY}
+      KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS: "true"
+      KINITRO_EXECUTOR_PRIVILEGED_STATE: "true"
+      KINITRO_EXECUTOR_USE_IMAGES: "false"
+      KINITRO_EXECUTOR_MAX_TIMESTEPS: "100"
+      KINITRO_EXECUTOR_POOLS: "1"
+      KINITRO_EXECUTOR_EPISODES_PER_POOL: "2"
+      KINITRO_EXECUTOR_POLL_INTERVAL_SECONDS: "0.5"
+    healthcheck:
+      disable: true
+    restart: always
+  executor-shard1:
+    <<: *shard
+    command: kinitro executor --api-url http://api:8000 --executor-id shard-1 --shard-index 1 --shard-count 2
 "#;
 
 /// The expert policy (uid 0) has the largest weight.
@@ -322,6 +342,7 @@ fn the_backend_stack_completes_cycles_restores_a_backup_and_survives_faults() {
     reports.push(disconnect_executor(&stack));
     reports.push(kill_scheduler(&stack));
     reports.push(kill_one_of_two_executors(&stack));
+    reports.push(kill_and_restart_a_shard(&stack));
     eprintln!(
         "| fault | duration | tasks lost | duplicates | time to recover |\n|---|---|---|---|---|"
     );
@@ -516,27 +537,145 @@ fn kill_scheduler(stack: &Stack) -> Report {
     }
 }
 
+/// The executor id a container's executor logged at start-up.
+fn executor_id(container: &str) -> String {
+    let (_, logs) = run("docker", &["logs", container]);
+    logs.lines()
+        .filter(|l| l.contains("executor_started"))
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["id"].as_str().map(String::from)
+        })
+        .unwrap_or_else(|| panic!("no executor_started line in the logs of {container}"))
+}
+
+/// Task uuids of cycle `id` assigned to `executor` now.
+fn assigned_to(stack: &Stack, id: i64, executor: &str) -> Vec<String> {
+    stack
+        .sql(&format!(
+            "SELECT task_uuid FROM task_pool WHERE cycle_id = {id} AND status = 'assigned' \
+             AND assigned_to = '{executor}'"
+        ))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 /// Two unsharded executors, one killed with SIGKILL mid-batch and left dead: the stale reaper
-/// re-queues its tasks and the other completes them.
+/// re-queues the tasks it held and the other completes them.
 fn kill_one_of_two_executors(stack: &Stack) -> Report {
     stack.compose_ok(&["up", "-d", "--no-deps", "--scale", "executor=2", "executor"]);
-    let ids = stack.compose_ok(&["ps", "-q", "executor"]);
-    let victim = ids.lines().last().unwrap().trim().to_string();
-    assert_eq!(ids.lines().count(), 2, "{ids}");
-    let id = mid_cycle(stack, 4);
+    let containers: Vec<String> = stack
+        .compose_ok(&["ps", "-q", "executor"])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(containers.len(), 2, "{containers:?}");
+    let (mut id, mut victim) = (0, String::new());
+    stack.wait(240, "an executor holding tasks mid-cycle", || {
+        id = mid_cycle(stack, 2);
+        for c in &containers {
+            if !assigned_to(stack, id, &executor_id(c)).is_empty() {
+                victim = c.clone();
+                return true;
+            }
+        }
+        false
+    });
+    let victim_id = executor_id(&victim);
     let started = Instant::now();
     // No restart: `docker update` first, so the restart policy does not bring it back.
     assert!(run("docker", &["update", "--restart", "no", &victim]).0);
     assert!(run("docker", &["kill", "-s", "KILL", &victim]).0);
+    // What it held when it died (it may have submitted some between the choice and the kill).
+    let held = assigned_to(stack, id, &victim_id);
+    assert!(!held.is_empty(), "the killed executor held tasks");
     let duration = started.elapsed();
     let (status, lost, duplicates) = outcome(stack, id, 300);
     assert_eq!(status, "completed", "cycle {id} after an executor's kill");
+    for task in &held {
+        let by = stack
+            .sql(&format!(
+                "SELECT status || ' ' || coalesce(last_submitted_by, '') FROM task_pool WHERE task_uuid = '{task}'"
+            ))
+            .unwrap();
+        assert!(
+            !by.ends_with(&victim_id) && !by.starts_with("cancelled"),
+            "task {task} of the killed executor: {by}"
+        );
+    }
+    stack.compose_ok(&["rm", "-f", "-s", "executor"]);
     Report {
         fault: "SIGKILL one of two executors",
         duration,
         lost,
         duplicates,
         recover: started.elapsed(),
+    }
+}
+
+/// Executors sharded 0/2 and 1/2 (tasks by `miner_uid % 2`), shard 1 killed with SIGKILL mid-batch:
+/// nobody takes its tasks while it is down; after its restart its shard completes.
+fn kill_and_restart_a_shard(stack: &Stack) -> Report {
+    stack.compose_ok(&[
+        "up",
+        "-d",
+        "--no-deps",
+        "executor-shard0",
+        "executor-shard1",
+    ]);
+    let shard1 = stack.container("executor-shard1");
+    let open_shard1 = |id: i64| -> i64 {
+        stack
+            .sql(&format!(
+                "SELECT count(*) FROM task_pool WHERE cycle_id = {id} AND miner_uid % 2 = 1 \
+                 AND status IN ('pending','assigned')"
+            ))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut id = 0;
+    stack.wait(240, "shard 1 mid-batch", || {
+        id = mid_cycle(stack, 2);
+        open_shard1(id) >= 2
+    });
+    let started = Instant::now();
+    assert!(run("docker", &["update", "--restart", "no", &shard1]).0);
+    assert!(run("docker", &["kill", "-s", "KILL", &shard1]).0);
+    let open = open_shard1(id);
+    std::thread::sleep(Duration::from_secs(10));
+    let taken: i64 = stack
+        .sql(&format!(
+            "SELECT count(*) FROM task_pool WHERE cycle_id = {id} AND miner_uid % 2 = 1 \
+             AND (assigned_to = 'shard-0' OR last_submitted_by = 'shard-0')"
+        ))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(taken, 0, "shard 0 took shard 1's tasks");
+    assert_eq!(open_shard1(id), open, "shard 1's tasks wait for it");
+    stack.compose_ok(&["up", "-d", "--no-deps", "executor-shard1"]);
+    let duration = started.elapsed();
+    let resumed = Instant::now();
+    let (status, lost, duplicates) = outcome(stack, id, 300);
+    assert_eq!(status, "completed", "cycle {id} after shard 1's restart");
+    let by_shard1: i64 = stack
+        .sql(&format!(
+            "SELECT count(*) FROM task_pool WHERE cycle_id = {id} AND miner_uid % 2 = 1 \
+             AND last_submitted_by IS DISTINCT FROM 'shard-1'"
+        ))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(by_shard1, 0, "every shard-1 task submitted by shard 1");
+    Report {
+        fault: "SIGKILL shard 1/2, restarted",
+        duration,
+        lost,
+        duplicates,
+        recover: resumed.elapsed(),
     }
 }
 
