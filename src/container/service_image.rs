@@ -3,8 +3,8 @@
 //! machine's files the way the environment image is ([`super::image`]).
 //!
 //! The PostgreSQL programs come from the host's Debian server package (`/usr/lib/postgresql/<v>`,
-//! installed by deploy/setup.sh), with their data files, the time zone database and, in the
-//! PostgreSQL image, `dash` as `/bin/sh` for the first-start entrypoint and the compose health check.
+//! installed by deploy/setup.sh), with their data files, the time zone database and
+//! `dash` as `/bin/sh` (initdb needs one; the PostgreSQL image's entrypoint is a script).
 
 use std::path::{Path, PathBuf};
 
@@ -39,7 +39,8 @@ pub fn host_postgres() -> Result<(u32, PathBuf), String> {
 }
 
 /// Adds the server programs (with their libraries), its extension modules, its data files and the
-/// time zone database, at their host paths (the programs find their data relative to themselves).
+/// time zone database, at their host paths (the programs find their data relative to themselves),
+/// and `dash` as `/bin/sh`.
 fn add_postgres(fs: &mut RootFs) -> Result<u32, String> {
     let (version, dir) = host_postgres()?;
     let rel = |p: &Path| p.to_string_lossy().trim_start_matches('/').to_string();
@@ -63,6 +64,8 @@ fn add_postgres(fs: &mut RootFs) -> Result<u32, String> {
     }
     let share = PathBuf::from(format!("/usr/share/postgresql/{version}"));
     fs.add_tree(&rel(&share), &share)?;
+    // initdb runs the server through popen(3), that is through /bin/sh.
+    fs.add_program("bin/sh", Path::new("/bin/dash"), 0o755)?;
     let zoneinfo = Path::new("/usr/share/zoneinfo");
     if zoneinfo.is_dir() {
         fs.add_tree("usr/share/zoneinfo", zoneinfo)?;
@@ -144,7 +147,6 @@ exec postgres -D "$PGDATA" -c listen_addresses='*' "$@"
 pub(super) fn postgres() -> Result<(RootFs, String), String> {
     let mut fs = RootFs::default();
     let version = add_postgres(&mut fs)?;
-    fs.add_program("bin/sh", Path::new("/bin/dash"), 0o755)?;
     fs.add_data(
         "usr/local/bin/kinitro-postgres-entrypoint",
         ENTRYPOINT,
