@@ -336,13 +336,15 @@ fn the_backend_stack_completes_cycles_restores_a_backup_and_survives_faults() {
 
     backup_and_restore(&stack);
 
-    let mut reports = Vec::new();
-    reports.push(pause_postgres(&stack));
-    reports.push(kill_api(&stack));
-    reports.push(disconnect_executor(&stack));
-    reports.push(kill_scheduler(&stack));
-    reports.push(kill_one_of_two_executors(&stack));
-    reports.push(kill_and_restart_a_shard(&stack));
+    // One after another on the same stack, each bounded by its waits.
+    let reports = vec![
+        pause_postgres(&stack),
+        kill_api(&stack),
+        disconnect_executor(&stack),
+        kill_scheduler(&stack),
+        kill_one_of_two_executors(&stack),
+        kill_and_restart_a_shard(&stack),
+    ];
     eprintln!(
         "| fault | duration | tasks lost | duplicates | time to recover |\n|---|---|---|---|---|"
     );
