@@ -242,9 +242,12 @@ impl RootFs {
                 .map_err(io)?;
         }
         let owned = owned.into_inner().map_err(io)?;
-        let mut h = header(owned.len() as u64, 0o644, tar::EntryType::Regular);
-        tar.append_data(&mut h, "owned.tar", owned.as_slice())
-            .map_err(io)?;
+        // Only images with owned directories have one (an empty tar would be copied, not unpacked).
+        if !self.owned.is_empty() {
+            let mut h = header(owned.len() as u64, 0o644, tar::EntryType::Regular);
+            tar.append_data(&mut h, "owned.tar", owned.as_slice())
+                .map_err(io)?;
+        }
         // Parent directories first (BTreeMap order puts "a" before "a/b").
         let mut dirs: std::collections::BTreeSet<String> = Default::default();
         for path in self.entries.keys() {
@@ -422,7 +425,6 @@ fn dockerfile(family: Family) -> String {
     format!(
         r#"FROM scratch
 COPY rootfs/ /
-ADD owned.tar /
 COPY kinitro /{BINARY}
 ENV PATH=/usr/local/bin:/usr/bin:/bin \
     LD_LIBRARY_PATH=/{LIB_DIR} \
