@@ -142,7 +142,7 @@ pub fn env(
             };
             for family in families {
                 let request = BuildRequest {
-                    family,
+                    kind: image::Kind::Env(family),
                     tag: tag.clone().unwrap_or_else(|| family.default_tag()),
                     no_cache,
                     binary: binary.clone(),
@@ -257,7 +257,11 @@ fn env_healthcheck() -> CommandResult {
 
 /// Builds (and pushes) one image on the local engine (`DOCKER_HOST`), printing its size and the
 /// time the build took.
-fn build_image(request: &BuildRequest, push: bool, registry: Option<&str>) -> CommandResult {
+pub(super) fn build_image(
+    request: &BuildRequest,
+    push: bool,
+    registry: Option<&str>,
+) -> CommandResult {
     let runtime = super::tokio_runtime()?;
     runtime.block_on(async {
         let engine = crate::container::connect("localhost", 3600)

@@ -8,6 +8,7 @@ pub mod db;
 pub mod env;
 pub mod executor;
 pub mod healthcheck;
+pub mod image;
 pub mod miner;
 pub mod progress;
 pub mod run;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Environments: list, build (container image), serve, test
     #[command(subcommand)]
     Env(env::EnvCommand),
+    /// The compose stacks' images: build (no registry needed)
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Reference miner
     #[command(subcommand)]
     Miner(miner::MinerCommand),
@@ -151,6 +155,7 @@ pub fn main() -> ExitCode {
         Command::Scheduler(args) => scheduler::execute(args, cli.log_level, cli.log_format),
         Command::Executor(args) => executor::execute(args, cli.log_level, cli.log_format),
         Command::Env(cmd) => env::env(cmd, cli.log_level, cli.log_format),
+        Command::Image(cmd) => image::execute(cmd),
         Command::Miner(cmd) => miner::miner(cmd, cli.log_level, cli.log_format),
         Command::Crypto(cmd) => crypto::execute(cmd),
     };

@@ -23,12 +23,12 @@ use super::Engine;
 /// The uid and gid the containers run as.
 pub const USER_ID: u32 = 10001;
 /// Where the binary lives in the image (its `$ORIGIN/../lib/kinitro` rpath finds MuJoCo).
-const BINARY: &str = "usr/local/bin/kinitro";
+pub(super) const BINARY: &str = "usr/local/bin/kinitro";
 /// Where MuJoCo's library lives in the image.
 const MUJOCO_DIR: &str = "usr/local/lib/kinitro";
 /// Where every other shared library lives in the image (Mesa's compiled-in driver directory is
 /// `<this>/dri`).
-const LIB_DIR: &str = "usr/lib/x86_64-linux-gnu";
+pub(super) const LIB_DIR: &str = "usr/lib/x86_64-linux-gnu";
 /// Where MetaWorld's scene files live in the image.
 pub const ASSETS_DIR: &str = "/usr/local/share/kinitro/metaworld/assets";
 /// The label affinetes reads to choose its protocol.
@@ -59,11 +59,23 @@ impl Family {
     }
 }
 
+/// Which image a build makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An environment family's image (`kinitro env serve`).
+    Env(Family),
+    /// The service image of the compose stacks: `kinitro` plus the PostgreSQL server programs of
+    /// `kinitro run`'s managed database (docs/deployment.md §1).
+    Runtime,
+    /// PostgreSQL alone, with a first-start entrypoint (docs/deployment.md §1).
+    Postgres,
+}
+
 /// What one build needs.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
-    /// The family.
-    pub family: Family,
+    /// The image.
+    pub kind: Kind,
     /// The image tag.
     pub tag: String,
     /// Ignore the engine's layer cache.
@@ -79,7 +91,7 @@ enum Entry {
     /// A host file copied in.
     File { src: PathBuf, mode: u32 },
     /// A second name for a file already in the image (Mesa's drivers are one file under many names).
-    HardLink { target: String },
+    HardLink { target: String, mode: u32 },
     /// A file made here.
     Data { bytes: Vec<u8>, mode: u32 },
     /// A directory.
@@ -88,19 +100,72 @@ enum Entry {
 
 /// The root filesystem: image path (relative, no leading `/`) → entry.
 #[derive(Default)]
-struct RootFs {
+pub(super) struct RootFs {
     entries: BTreeMap<String, Entry>,
     /// (device, inode) of each host file already in, so a second name becomes a hard link.
     seen: HashMap<(u64, u64), String>,
+    /// Directories owned by a non-root uid (path, uid, mode): the engine's `COPY` makes everything
+    /// root's, so these travel in a tar that `ADD` unpacks with its owners (a named volume mounted
+    /// there starts out with the same owner).
+    owned: Vec<(String, u32, u32)>,
 }
 
 impl RootFs {
-    fn add_file(&mut self, dest: &str, src: &Path, mode: u32) -> Result<(), String> {
+    /// A file made here.
+    pub(super) fn add_data(&mut self, dest: &str, text: &str, mode: u32) {
+        self.entries.insert(
+            dest.to_string(),
+            Entry::Data {
+                bytes: text.as_bytes().to_vec(),
+                mode,
+            },
+        );
+    }
+
+    /// A directory owned by `uid` (and the group of the same id).
+    pub(super) fn add_owned_dir(&mut self, dest: &str, uid: u32, mode: u32) {
+        self.owned.push((dest.to_string(), uid, mode));
+    }
+
+    /// A host file, with every library it loads (`ldd`, transitively) under the library directory.
+    pub(super) fn add_program(&mut self, dest: &str, src: &Path, mode: u32) -> Result<(), String> {
+        self.add_file(dest, src, mode)?;
+        self.add_libraries(vec![src.to_path_buf()])
+    }
+
+    /// The libraries `roots` load, transitively, under the library directory (the loader at its
+    /// fixed path, MuJoCo beside the binary's rpath).
+    fn add_libraries(&mut self, roots: Vec<PathBuf>) -> Result<(), String> {
+        let mut pending = roots;
+        let mut done = std::collections::HashSet::new();
+        while let Some(file) = pending.pop() {
+            if !done.insert(file.clone()) {
+                continue;
+            }
+            for (name, path) in ldd(&file)? {
+                let dest = if name == LOADER || name.ends_with(&format!("/{LOADER}")) {
+                    format!("lib64/{LOADER}")
+                } else if name.starts_with("libmujoco") {
+                    format!("{MUJOCO_DIR}/{name}")
+                } else {
+                    format!("{LIB_DIR}/{name}")
+                };
+                if !self.entries.contains_key(&dest) {
+                    self.add_file(&dest, &path, 0o755)?;
+                }
+                pending.push(path);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn add_file(&mut self, dest: &str, src: &Path, mode: u32) -> Result<(), String> {
         let meta = std::fs::metadata(src).map_err(|e| format!("{}: {e}", src.display()))?;
         let key = (meta.dev(), meta.ino());
         let entry = match self.seen.get(&key) {
             Some(first) if first != dest => Entry::HardLink {
                 target: first.clone(),
+                mode,
             },
             _ => {
                 self.seen.insert(key, dest.to_string());
@@ -114,7 +179,8 @@ impl RootFs {
         Ok(())
     }
 
-    fn add_tree(&mut self, dest: &str, src: &Path) -> Result<(), String> {
+    /// A host directory tree; a symbolic link to a directory is left out (a tree may link to itself).
+    pub(super) fn add_tree(&mut self, dest: &str, src: &Path) -> Result<(), String> {
         self.entries
             .insert(dest.to_string(), Entry::Dir { mode: 0o755 });
         let dir = std::fs::read_dir(src).map_err(|e| format!("{}: {e}", src.display()))?;
@@ -122,6 +188,10 @@ impl RootFs {
             let item = item.map_err(|e| e.to_string())?;
             let path = item.path();
             let name = format!("{dest}/{}", item.file_name().to_string_lossy());
+            let link = item.file_type().map_err(|e| e.to_string())?.is_symlink();
+            if path.is_dir() && link {
+                continue;
+            }
             if path.is_dir() {
                 self.add_tree(&name, &path)?;
             } else {
@@ -131,9 +201,14 @@ impl RootFs {
         Ok(())
     }
 
-    /// The tar stream of the build context: `Dockerfile`, `rootfs/…` and the binary beside it (its
-    /// own layer, so a rebuild with a new binary reuses the libraries' layer).
-    fn context(&self, dockerfile: &str, binary: &Path) -> Result<Vec<u8>, String> {
+    /// The tar stream of the build context: `Dockerfile`, `rootfs/…`, `owned.tar` (the owned
+    /// directories) and the binary beside them (its own layer, so a rebuild with a new binary reuses
+    /// the libraries' layer).
+    pub(super) fn context(
+        &self,
+        dockerfile: &str,
+        binary: Option<&Path>,
+    ) -> Result<Vec<u8>, String> {
         let mut tar = tar::Builder::new(Vec::new());
         let io = |e: std::io::Error| format!("cannot write the build context: {e}");
         let header = |size: u64, mode: u32, kind: tar::EntryType| {
@@ -147,13 +222,32 @@ impl RootFs {
         let mut h = header(dockerfile.len() as u64, 0o644, tar::EntryType::Regular);
         tar.append_data(&mut h, "Dockerfile", dockerfile.as_bytes())
             .map_err(io)?;
-        let file = std::fs::File::open(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-        let mut h = header(
-            file.metadata().map_err(io)?.len(),
-            0o755,
-            tar::EntryType::Regular,
-        );
-        tar.append_data(&mut h, "kinitro", file).map_err(io)?;
+        if let Some(binary) = binary {
+            let file =
+                std::fs::File::open(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+            let mut h = header(
+                file.metadata().map_err(io)?.len(),
+                0o755,
+                tar::EntryType::Regular,
+            );
+            tar.append_data(&mut h, "kinitro", file).map_err(io)?;
+        }
+        let mut owned = tar::Builder::new(Vec::new());
+        for (dir, uid, mode) in &self.owned {
+            let mut h = header(0, *mode, tar::EntryType::Directory);
+            h.set_uid(u64::from(*uid));
+            h.set_gid(u64::from(*uid));
+            owned
+                .append_data(&mut h, format!("{dir}/"), std::io::empty())
+                .map_err(io)?;
+        }
+        let owned = owned.into_inner().map_err(io)?;
+        // Only images with owned directories have one (an empty tar would be copied, not unpacked).
+        if !self.owned.is_empty() {
+            let mut h = header(owned.len() as u64, 0o644, tar::EntryType::Regular);
+            tar.append_data(&mut h, "owned.tar", owned.as_slice())
+                .map_err(io)?;
+        }
         // Parent directories first (BTreeMap order puts "a" before "a/b").
         let mut dirs: std::collections::BTreeSet<String> = Default::default();
         for path in self.entries.keys() {
@@ -195,8 +289,9 @@ impl RootFs {
                     let mut h = header(size, *mode, tar::EntryType::Regular);
                     tar.append_data(&mut h, &name, file).map_err(io)?;
                 }
-                Entry::HardLink { target } => {
-                    let mut h = header(0, 0o644, tar::EntryType::Link);
+                // The engine applies a link's own header mode to the shared file.
+                Entry::HardLink { target, mode } => {
+                    let mut h = header(0, *mode, tar::EntryType::Link);
                     tar.append_link(&mut h, &name, format!("rootfs/{target}"))
                         .map_err(io)?;
                 }
@@ -256,18 +351,19 @@ fn find_library(name: &str) -> Result<PathBuf, String> {
 /// The dynamic loader named by `ldd` (always linked under its absolute path).
 const LOADER: &str = "ld-linux-x86-64.so.2";
 
-/// Assembles the root filesystem of `request`'s family image.
-fn root_filesystem(request: &BuildRequest) -> Result<RootFs, String> {
+/// The root filesystem of everything that runs `kinitro`: the binary's libraries, Mesa's software
+/// EGL (glvnd, Mesa's vendor library, its driver), MuJoCo, CA certificates, a passwd file naming
+/// the non-root user and the family's scene files. The binary itself is not in it (see
+/// [`RootFs::context`]).
+pub(super) fn kinitro_root(binary: &Path, assets: &Path) -> Result<RootFs, String> {
     let mut fs = RootFs::default();
-    // What the binary loads at start, and what EGL loads at run time (glvnd, then Mesa's vendor
-    // library, then its software driver).
     let egl = find_library("libEGL.so.1")?;
     let mesa = find_library("libEGL_mesa.so.0")?;
     let dri = mesa
         .parent()
         .map(|d| d.join("dri"))
         .ok_or("no directory for Mesa's drivers")?;
-    let mut roots = vec![request.binary.clone(), egl, mesa];
+    let mut roots = vec![binary.to_path_buf(), egl, mesa];
     for driver in ["swrast_dri.so", "kms_swrast_dri.so"] {
         let path = dri.join(driver);
         if path.is_file() {
@@ -285,26 +381,7 @@ fn root_filesystem(request: &BuildRequest) -> Result<RootFs, String> {
         let path = find_library(name)?;
         fs.add_file(&format!("{LIB_DIR}/{name}"), &path, 0o644)?;
     }
-    let mut pending = roots;
-    let mut done = std::collections::HashSet::new();
-    while let Some(file) = pending.pop() {
-        if !done.insert(file.clone()) {
-            continue;
-        }
-        for (name, path) in ldd(&file)? {
-            let dest = if name == LOADER || name.ends_with(&format!("/{LOADER}")) {
-                format!("lib64/{LOADER}")
-            } else if name.starts_with("libmujoco") {
-                format!("{MUJOCO_DIR}/{name}")
-            } else {
-                format!("{LIB_DIR}/{name}")
-            };
-            if !fs.entries.contains_key(&dest) {
-                fs.add_file(&dest, &path, 0o755)?;
-            }
-            pending.push(path);
-        }
-    }
+    fs.add_libraries(roots)?;
     let vendor = Path::new("/usr/share/glvnd/egl_vendor.d/50_mesa.json");
     if vendor.is_file() {
         fs.add_file("usr/share/glvnd/egl_vendor.d/50_mesa.json", vendor, 0o644)?;
@@ -313,23 +390,33 @@ fn root_filesystem(request: &BuildRequest) -> Result<RootFs, String> {
     if certs.is_file() {
         fs.add_file("etc/ssl/certs/ca-certificates.crt", certs, 0o644)?;
     }
-    let data = |text: String| Entry::Data {
-        bytes: text.into_bytes(),
-        mode: 0o644,
-    };
-    fs.entries.insert(
-        "etc/passwd".into(),
-        data(format!(
+    fs.add_data(
+        "etc/passwd",
+        &format!(
             "root:x:0:0:root:/root:/usr/sbin/nologin\nkinitro:x:{USER_ID}:{USER_ID}:kinitro:/tmp:/usr/sbin/nologin\n"
-        )),
+        ),
+        0o644,
     );
-    fs.entries.insert(
-        "etc/group".into(),
-        data(format!("root:x:0:\nkinitro:x:{USER_ID}:\n")),
+    fs.add_data(
+        "etc/group",
+        &format!("root:x:0:\nkinitro:x:{USER_ID}:\n"),
+        0o644,
     );
     fs.entries.insert("tmp".into(), Entry::Dir { mode: 0o1777 });
-    fs.add_tree(ASSETS_DIR.trim_start_matches('/'), &request.assets)?;
+    fs.add_tree(ASSETS_DIR.trim_start_matches('/'), assets)?;
     Ok(fs)
+}
+
+/// The root filesystem and Dockerfile of `request`'s image.
+fn recipe(request: &BuildRequest) -> Result<(RootFs, String), String> {
+    match request.kind {
+        Kind::Env(family) => Ok((
+            kinitro_root(&request.binary, &request.assets)?,
+            dockerfile(family),
+        )),
+        Kind::Runtime => super::service_image::runtime(&request.binary, &request.assets),
+        Kind::Postgres => super::service_image::postgres(),
+    }
 }
 
 /// The Dockerfile over the assembled root.
@@ -375,8 +462,9 @@ pub async fn build(
 ) -> Result<Built, String> {
     let request_owned = request.clone();
     let context = tokio::task::spawn_blocking(move || {
-        root_filesystem(&request_owned)?
-            .context(&dockerfile(request_owned.family), &request_owned.binary)
+        let (root, dockerfile) = recipe(&request_owned)?;
+        let binary = (request_owned.kind != Kind::Postgres).then_some(&request_owned.binary);
+        root.context(&dockerfile, binary.map(PathBuf::as_path))
     })
     .await
     .map_err(|e| e.to_string())??;

@@ -10,6 +10,7 @@
 
 pub mod eval;
 pub mod image;
+pub mod service_image;
 pub mod tls;
 
 use bollard::Docker;
