@@ -61,8 +61,11 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// Runs headless Chromium on `url` with `args` and returns its stdout.
-fn browse(browser: &Path, profile: &Path, url: &str, args: &[&str]) -> String {
+/// Runs headless Chromium on `url` with `args` and returns its stdout. Each run has a fresh profile,
+/// so nothing comes from the browser's cache (the pages say `max-age=5`).
+fn browse(browser: &Path, url: &str, args: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let profile = profile.path();
     let out = Command::new(browser)
         .args([
             "--headless",
@@ -99,20 +102,12 @@ async fn every_page_renders_in_a_browser_with_the_apis_numbers() {
         .unwrap();
     let api = ApiProcess::start(&url, &[("KINITRO_API_API_KEY", KEY)]);
     let base = format!("http://127.0.0.1:{}", api.port);
-    let profile = tempfile::tempdir().unwrap();
     let shots = tempfile::Builder::new()
         .prefix("kinitro-dashboard-")
         .tempdir()
         .unwrap()
         .keep();
-    let dom = |path: &str| {
-        browse(
-            &browser,
-            profile.path(),
-            &format!("{base}{path}"),
-            &["--dump-dom"],
-        )
-    };
+    let dom = |path: &str| browse(&browser, &format!("{base}{path}"), &["--dump-dom"]);
 
     // Plain HTTP: status, headers, weight, no external resource.
     for path in [
@@ -247,7 +242,6 @@ async fn every_page_renders_in_a_browser_with_the_apis_numbers() {
         let file = shots.join(format!("{name}.png"));
         browse(
             &browser,
-            profile.path(),
             &format!("{base}{path}"),
             &[&format!("--screenshot={}", file.display())],
         );
