@@ -194,6 +194,18 @@ fn demo_completes_a_cycle_in_which_the_expert_earns_the_most() {
             "{repo} missing from /v1/miners: {miners}"
         );
     }
+    // The dashboard works from the demo: its pages show the demo's miners (docs/dashboard.md).
+    let (status, board) = http_get(port, "/leaderboard").unwrap();
+    assert_eq!(status, 200, "{board}");
+    for (uid, repo) in [(0, "demo/expert"), (1, "demo/random"), (2, "demo/zero")] {
+        assert!(board.contains(&format!("id=\"miner-{uid}\"")), "uid {uid} row: {board}");
+        assert!(board.contains(repo), "{repo} on the leaderboard");
+    }
+    for path in ["/", "/miners/0", "/pareto", "/weights"] {
+        let (status, page) = http_get(port, path).unwrap();
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(page.starts_with("<!doctype html>"), "{path}");
+    }
     let mut child = child;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
