@@ -198,7 +198,10 @@ fn demo_completes_a_cycle_in_which_the_expert_earns_the_most() {
     let (status, board) = http_get(port, "/leaderboard").unwrap();
     assert_eq!(status, 200, "{board}");
     for (uid, repo) in [(0, "demo/expert"), (1, "demo/random"), (2, "demo/zero")] {
-        assert!(board.contains(&format!("id=\"miner-{uid}\"")), "uid {uid} row: {board}");
+        assert!(
+            board.contains(&format!("id=\"miner-{uid}\"")),
+            "uid {uid} row: {board}"
+        );
         assert!(board.contains(repo), "{repo} on the leaderboard");
     }
     for path in ["/", "/miners/0", "/pareto", "/weights"] {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,6 +16,45 @@ use tokio::time::Instant;
 pub const MAX_AGE: Duration = Duration::from_secs(2);
 /// Keys kept per endpoint; a client varying a query parameter cannot grow the map beyond this.
 const MAX_KEYS: usize = 64;
+
+/// An answer together with its JSON, serialised once when computed: serving a cached answer then
+/// costs a reference-count increment, not a serialisation per request.
+#[derive(Debug)]
+pub struct Serialized<T> {
+    /// The value (for pages that read it).
+    pub value: Arc<T>,
+    /// Its JSON body.
+    pub json: bytes::Bytes,
+}
+
+impl<T> Clone for Serialized<T> {
+    fn clone(&self) -> Self {
+        Self {
+            value: self.value.clone(),
+            json: self.json.clone(),
+        }
+    }
+}
+
+impl<T: serde::Serialize> Serialized<T> {
+    /// Serialises `value` once.
+    pub fn new(value: T) -> Self {
+        let json = serde_json::to_vec(&value)
+            .expect("API bodies serialise")
+            .into();
+        Self {
+            value: Arc::new(value),
+            json,
+        }
+    }
+
+    /// A 200 response with the stored JSON.
+    pub fn response(&self) -> actix_web::HttpResponse {
+        actix_web::HttpResponse::Ok()
+            .content_type("application/json")
+            .body(self.json.clone())
+    }
+}
 
 /// An answer and when it was computed.
 type Stored<V, E> = (Instant, Result<V, E>);
@@ -72,7 +111,6 @@ impl<K: Eq + Hash, V: Clone, E: Clone> Cached<K, V, E> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_misses_compute_once_and_answers_expire() {

@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use kinitro_actors::registry::MinerStatus;
 use serde_json::Value;
 
+use super::cache::Serialized;
 use super::error::ApiError;
 use super::AppState;
 use crate::db::views;
@@ -13,12 +14,16 @@ use crate::wire::{timestamp, Miner, Miners};
 /// The latest snapshot, ascending uid.
 #[utoipa::path(get, path = "/v1/miners", responses((status = 200, body = crate::wire::Miners), (status = 503, body = crate::wire::ErrorBody)))]
 pub async fn miners(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(current(&state).await?))
+    Ok(current(&state).await?.response())
 }
 
 /// The miners body (cached, docs/api.md §1.3).
-pub async fn current(state: &AppState) -> Result<Miners, ApiError> {
-    state.public.miners.get_or((), miners_body(state)).await
+pub async fn current(state: &AppState) -> Result<Serialized<Miners>, ApiError> {
+    state
+        .public
+        .miners
+        .get_or((), async { Ok(Serialized::new(miners_body(state).await?)) })
+        .await
 }
 
 async fn miners_body(state: &AppState) -> Result<Miners, ApiError> {

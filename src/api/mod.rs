@@ -40,11 +40,11 @@ pub const PUBLIC_POOL_SIZE: usize = 2;
 /// The answers of the public read endpoints, each reused for [`cache::MAX_AGE`].
 pub struct PublicAnswers {
     /// `GET /v1/status`.
-    pub status: cache::Cached<(), crate::wire::Status, ApiError>,
+    pub status: cache::Cached<(), cache::Serialized<crate::wire::Status>, ApiError>,
     /// `GET /v1/miners`.
-    pub miners: cache::Cached<(), crate::wire::Miners, ApiError>,
+    pub miners: cache::Cached<(), cache::Serialized<crate::wire::Miners>, ApiError>,
     /// `GET /v1/environments`.
-    pub environments: cache::Cached<(), Vec<crate::wire::Environment>, ApiError>,
+    pub environments: cache::Cached<(), cache::Serialized<Vec<crate::wire::Environment>>, ApiError>,
     /// `GET /v1/tasks/stats`, by its `cycle_id` parameter.
     pub task_counts: cache::Cached<Option<i64>, crate::db::tasks::TaskCounts, ApiError>,
 }

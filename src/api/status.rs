@@ -5,6 +5,7 @@ use chrono::Utc;
 use diesel_async::AsyncPgConnection;
 use kinitro_actors::envs::{family, task_name, ENV_IDS};
 
+use super::cache::Serialized;
 use super::cycles::{cycle_body, Cycle};
 use super::error::ApiError;
 use super::AppState;
@@ -65,21 +66,26 @@ async fn status_body(conn: &mut AsyncPgConnection) -> Result<Status, DbError> {
 /// Always 200; `degraded` with empty fields when the database is unreachable.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = crate::wire::Status)))]
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(current(&state).await)
+    current(&state).await.response()
 }
 
 /// The status body (cached, docs/api.md §1.3); `degraded` with empty fields when the database is
 /// unreachable.
-pub async fn current(state: &AppState) -> Status {
+pub async fn current(state: &AppState) -> Serialized<Status> {
     let answer = state
         .public
         .status
         .get_or((), async {
             let mut conn = state.public_conn().await?;
-            Ok::<_, ApiError>(status_body(&mut conn).await?)
+            Ok::<_, ApiError>(Serialized::new(status_body(&mut conn).await?))
         })
         .await;
-    answer.unwrap_or_else(|_| Status {
+    answer.unwrap_or_else(|_| Serialized::new(degraded()))
+}
+
+/// The status when the database cannot be read.
+fn degraded() -> Status {
+    Status {
         current_block: None,
         current_cycle: None,
         environments: Vec::new(),
@@ -92,7 +98,7 @@ pub async fn current(state: &AppState) -> Status {
         status: "degraded".into(),
         total_cycles: 0,
         total_miners_evaluated: 0,
-    })
+    }
 }
 
 /// Every registered env with its latest completed cycle's statistics.
@@ -101,9 +107,11 @@ pub async fn environments(state: web::Data<AppState>) -> Result<HttpResponse, Ap
     let body = state
         .public
         .environments
-        .get_or((), environments_body(&state))
+        .get_or((), async {
+            Ok(Serialized::new(environments_body(&state).await?))
+        })
         .await?;
-    Ok(HttpResponse::Ok().json(body))
+    Ok(body.response())
 }
 
 async fn environments_body(state: &AppState) -> Result<Vec<Environment>, ApiError> {

@@ -90,7 +90,7 @@ async fn latest_weights(state: &AppState) -> Result<BTreeMap<u32, f64>, ApiError
 
 /// `GET /` and `GET /dashboard`: service status, the running cycle's progress, recent cycles.
 pub async fn overview(state: web::Data<AppState>) -> HttpResponse {
-    let status = api::status::current(&state).await;
+    let status = api::status::current(&state).await.value;
     let mut body = String::new();
     let _ = write!(
         body,
@@ -197,7 +197,7 @@ pub async fn leaderboard(state: web::Data<AppState>, query: web::Query<SortQuery
         api::miners::current(&state).await,
         latest_weights(&state).await,
     ) {
-        (Ok(s), Ok(m), Ok(w)) => (s, m.miners, w),
+        (Ok(s), Ok(m), Ok(w)) => (s, m.value.miners.clone(), w),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failed(e),
     };
     let Some(scores) = scores else {
@@ -338,7 +338,7 @@ pub async fn miner(state: web::Data<AppState>, path: web::Path<String>) -> HttpR
         api::scores::latest_scores(&state).await,
         api::miners::current(&state).await,
     ) {
-        (Ok(s), Ok(m)) => (s, m.miners),
+        (Ok(s), Ok(m)) => (s, m.value.miners.clone()),
         (Err(e), _) | (_, Err(e)) => return failed(e),
     };
     let (history, errors) = match state.public_conn().await {
@@ -484,7 +484,7 @@ pub async fn pareto(state: web::Data<AppState>, query: web::Query<PairQuery>) ->
         api::scores::latest_scores(&state).await,
         api::miners::current(&state).await,
     ) {
-        (Ok(s), Ok(m)) => (s, m.miners),
+        (Ok(s), Ok(m)) => (s, m.value.miners.clone()),
         (Err(e), _) | (_, Err(e)) => return failed(e),
     };
     let Some(scores) = scores else {
