@@ -256,7 +256,7 @@ impl ApiProcess {
         let child = cmd.spawn().unwrap();
         let me = Self { port, child };
         assert!(
-            wait_http_ok(port, "/v1/status", 30),
+            wait_http_ok(port, "/health", 30),
             "kinitro api did not start"
         );
         me
