@@ -12,6 +12,20 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// How long a public read may take as a whole. The server cancels a statement after 5 s
+/// (`db::connect::PUBLIC_STATEMENT_TIMEOUT`), but a database that does not answer at all (paused,
+/// cut off) cannot, so the API gives up a little later by itself and answers 503.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// `read`, or a 503 when it takes longer than [`READ_TIMEOUT`].
+pub async fn bounded<T>(
+    read: impl Future<Output = Result<T, super::error::ApiError>>,
+) -> Result<T, super::error::ApiError> {
+    tokio::time::timeout(READ_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| Err(super::error::ApiError::database_unavailable()))
+}
+
 /// How long an answer is reused.
 pub const MAX_AGE: Duration = Duration::from_secs(2);
 /// Keys kept per endpoint; a client varying a query parameter cannot grow the map beyond this.

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use kinitro_actors::registry::MinerStatus;
 use serde_json::Value;
 
-use super::cache::Serialized;
+use super::cache::{bounded, Serialized};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::views;
@@ -22,7 +22,10 @@ pub async fn current(state: &AppState) -> Result<Serialized<Miners>, ApiError> {
     state
         .public
         .miners
-        .get_or((), async { Ok(Serialized::new(miners_body(state).await?)) })
+        .get_or(
+            (),
+            bounded(async { Ok(Serialized::new(miners_body(state).await?)) }),
+        )
         .await
 }
 

@@ -5,7 +5,7 @@ use chrono::Utc;
 use diesel_async::AsyncPgConnection;
 use kinitro_actors::envs::{family, task_name, ENV_IDS};
 
-use super::cache::Serialized;
+use super::cache::{bounded, Serialized};
 use super::cycles::{cycle_body, Cycle};
 use super::error::ApiError;
 use super::AppState;
@@ -75,10 +75,13 @@ pub async fn current(state: &AppState) -> Serialized<Status> {
     let answer = state
         .public
         .status
-        .get_or((), async {
-            let mut conn = state.public_conn().await?;
-            Ok::<_, ApiError>(Serialized::new(status_body(&mut conn).await?))
-        })
+        .get_or(
+            (),
+            bounded(async {
+                let mut conn = state.public_conn().await?;
+                Ok(Serialized::new(status_body(&mut conn).await?))
+            }),
+        )
         .await;
     answer.unwrap_or_else(|_| Serialized::new(degraded()))
 }

@@ -200,10 +200,13 @@ pub async fn task_counts(
     state
         .public
         .task_counts
-        .get_or(cycle, async {
-            let mut conn = state.public_conn().await?;
-            Ok(tasks::counts(&mut conn, cycle).await?)
-        })
+        .get_or(
+            cycle,
+            super::cache::bounded(async {
+                let mut conn = state.public_conn().await?;
+                Ok(tasks::counts(&mut conn, cycle).await?)
+            }),
+        )
         .await
 }
 
