@@ -47,6 +47,8 @@ pub struct PublicAnswers {
     pub environments: cache::Cached<(), cache::Serialized<Vec<crate::wire::Environment>>, ApiError>,
     /// `GET /v1/tasks/stats`, by its `cycle_id` parameter.
     pub task_counts: cache::Cached<Option<i64>, crate::db::tasks::TaskCounts, ApiError>,
+    /// The dashboard's results-in-the-last-minute count, by cycle.
+    pub pace: cache::Cached<i32, i64, ApiError>,
 }
 
 impl Default for PublicAnswers {
@@ -56,6 +58,7 @@ impl Default for PublicAnswers {
             miners: cache::Cached::new(cache::MAX_AGE),
             environments: cache::Cached::new(cache::MAX_AGE),
             task_counts: cache::Cached::new(cache::MAX_AGE),
+            pace: cache::Cached::new(cache::MAX_AGE),
         }
     }
 }

@@ -80,12 +80,17 @@ async fn latest_weights(state: &AppState) -> Result<BTreeMap<u32, f64>, ApiError
     let mut conn = state.public_conn().await?;
     let row = crate::db::views::weights(&mut conn, None).await?;
     Ok(row
-        .map(|r| api::weights::body(r).weights)
-        .and_then(|w| serde_json::from_value::<BTreeMap<String, f64>>(w).ok())
+        .map(|r| weight_map(&api::weights::body(r).weights))
+        .unwrap_or_default())
+}
+
+/// A stored `{"<uid>": weight}` object as uid → weight (entries that do not parse are left out).
+fn weight_map(weights: &serde_json::Value) -> BTreeMap<u32, f64> {
+    serde_json::from_value::<BTreeMap<String, f64>>(weights.clone())
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(uid, w)| Some((uid.parse().ok()?, w)))
-        .collect())
+        .collect()
 }
 
 /// `GET /` and `GET /dashboard`: service status, the running cycle's progress, recent cycles.
@@ -110,10 +115,19 @@ pub async fn overview(state: web::Data<AppState>) -> HttpResponse {
             use kinitro_actors::states::TaskStatus::*;
             let total = counts.total();
             let done = counts.count(Completed) + counts.count(Failed) + counts.count(Cancelled);
-            let pace = match state.public_conn().await {
-                Ok(mut conn) => history::finished_since(&mut conn, cycle.id, 60).await.ok(),
-                Err(_) => None,
-            };
+            // A count over the cycle's tasks: cached like the API's public reads (docs/api.md §1.3).
+            let pace = state
+                .public
+                .pace
+                .get_or(
+                    cycle.id,
+                    api::cache::bounded(async {
+                        let mut conn = state.public_conn().await?;
+                        Ok(history::finished_since(&mut conn, cycle.id, 60).await?)
+                    }),
+                )
+                .await
+                .ok();
             let per_s = pace.map(|n| n as f64 / 60.0);
             let eta = per_s
                 .filter(|r| *r > 0.0)
@@ -565,14 +579,7 @@ pub async fn weights(state: web::Data<AppState>) -> HttpResponse {
     let Some(latest) = latest.map(api::weights::body) else {
         return empty("Weights", "/weights", "No weights yet.");
     };
-    let parse = |v: &serde_json::Value| -> BTreeMap<u32, f64> {
-        serde_json::from_value::<BTreeMap<String, f64>>(v.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, w)| Some((k.parse().ok()?, w)))
-            .collect()
-    };
-    let now = parse(&latest.weights);
+    let now = weight_map(&latest.weights);
     let mut top: Vec<(u32, f64)> = now.iter().map(|(u, w)| (*u, *w)).collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     top.truncate(5);
@@ -585,7 +592,7 @@ pub async fn weights(state: web::Data<AppState>) -> HttpResponse {
                 .map(|h| {
                     (
                         f64::from(h.cycle_id),
-                        parse(&h.weights).get(uid).copied().unwrap_or(0.0),
+                        weight_map(&h.weights).get(uid).copied().unwrap_or(0.0),
                     )
                 })
                 .collect(),
