@@ -105,13 +105,13 @@ fi
 
 # 3. The Python miner's environment (tests only).
 python_miner="$third_party/python-miner"
-PYTHON_MINER_REQS=("fastapi==0.115.6" "uvicorn==0.34.0" "pydantic==2.10.4")
-if [ ! -f "$python_miner/.ready-1" ]; then
+PYTHON_MINER_REQS=("fastapi==0.115.6" "uvicorn==0.34.0" "pydantic==2.10.4" "numpy==2.2.6")
+if [ ! -f "$python_miner/.ready-2" ]; then
   log "creating the FastAPI test miner's Python environment in $python_miner"
   rm -rf "$python_miner"
   python3 -m venv "$python_miner"
   "$python_miner/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_MINER_REQS[@]}"
-  touch "$python_miner/.ready-1"
+  touch "$python_miner/.ready-2"
 fi
 
 log "ready: PostgreSQL server, MuJoCo library in $lib, MetaWorld assets in $assets, test miner in $python_miner"

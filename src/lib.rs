@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod miner;
 pub mod scheduler;
 pub mod sim;
+pub mod verify;
 pub mod wire;

@@ -104,6 +104,7 @@ pub struct Metrics {
     pub eval_containers: Family<Labels, Gauge>,
     /// Docker mode: evaluation containers recreated after dying or restarting.
     pub eval_container_restarts: Family<Labels, Counter>,
+    verifications: Family<Labels, Counter>,
     http: HistFamily,
     database_up: Gauge,
     seen: Mutex<DbSeen>,
@@ -129,6 +130,7 @@ impl Metrics {
             episodes_in_flight: Gauge::default(),
             eval_containers: Family::default(),
             eval_container_restarts: Family::default(),
+            verifications: Family::default(),
             http: Family::new_with_constructor(http_histogram),
             database_up: Gauge::default(),
             seen: Mutex::new(DbSeen::default()),
@@ -206,6 +208,11 @@ impl Metrics {
             m.eval_container_restarts.clone(),
         );
         registry.register(
+            "kinitro_verifications",
+            "Verifications stored through this API process, by outcome",
+            m.verifications.clone(),
+        );
+        registry.register(
             "kinitro_http_request_duration_seconds",
             "API request latency",
             m.http.clone(),
@@ -228,6 +235,9 @@ impl Metrics {
         }
         for o in OUTCOMES {
             let _ = m.episodes.get_or_create(&label("outcome", o));
+        }
+        for o in crate::wire::VerificationOutcome::ALL {
+            let _ = m.verifications.get_or_create(&label("outcome", o.as_str()));
         }
         for e in TASK_EVENTS {
             let _ = m.task_events.get_or_create(&label("event", e));
@@ -259,6 +269,13 @@ impl Metrics {
         };
         self.episodes
             .get_or_create(&label("outcome", outcome))
+            .inc();
+    }
+
+    /// Counts one stored verification.
+    pub fn verification(&self, outcome: crate::wire::VerificationOutcome) {
+        self.verifications
+            .get_or_create(&label("outcome", outcome.as_str()))
             .inc();
     }
 

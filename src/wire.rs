@@ -214,6 +214,156 @@ pub struct Miner {
     pub status_reason: Option<String>,
     /// Uid.
     pub uid: i32,
+    /// The latest verification of this hotkey, any revision (docs/verification.md §4).
+    pub verification: Option<MinerVerification>,
+}
+
+/// The `verification` member of a miner (docs/api.md §4.7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MinerVerification {
+    /// passed | mismatch | invalid | unverifiable.
+    pub outcome: VerificationOutcome,
+    /// Mean match over the samples, when one was computed.
+    pub match_score: Option<f64>,
+    /// The verified revision.
+    pub revision: String,
+    /// When it was recorded.
+    #[schema(format = DateTime)]
+    pub checked_at: String,
+}
+
+/// How a verification ended (docs/verification.md §4). `mismatch` and `invalid` count against the
+/// miner; `unverifiable` (our side or the Hub failed) never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VerificationOutcome {
+    /// The endpoint's actions match the committed policy's.
+    Passed,
+    /// The endpoint answered with different actions.
+    Mismatch,
+    /// The committed revision cannot be run as a policy, or the endpoint does not answer.
+    Invalid,
+    /// Our side or the Hub failed.
+    Unverifiable,
+}
+
+impl VerificationOutcome {
+    /// Every outcome, in the order the metrics list them.
+    pub const ALL: [Self; 4] = [
+        Self::Passed,
+        Self::Mismatch,
+        Self::Invalid,
+        Self::Unverifiable,
+    ];
+
+    /// The column, label and API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Mismatch => "mismatch",
+            Self::Invalid => "invalid",
+            Self::Unverifiable => "unverifiable",
+        }
+    }
+
+    /// The outcome spelled `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+
+    /// `verification_passed` of a later task result: null for `unverifiable`.
+    pub fn passed(self) -> Option<bool> {
+        match self {
+            Self::Passed => Some(true),
+            Self::Mismatch | Self::Invalid => Some(false),
+            Self::Unverifiable => None,
+        }
+    }
+}
+
+/// How a verification's samples were drawn, and how each scored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VerificationSamples {
+    /// `upstream` (the public seed of (uid, revision)) or `realistic` (a fresh seed).
+    pub source: String,
+    /// The NumPy seed the observations were drawn from.
+    pub seed: u64,
+    /// How many samples were asked for.
+    pub count: u32,
+    /// The match of each sample, when the comparison ran.
+    pub scores: Vec<f64>,
+}
+
+/// `POST /v1/verifications` body: one finished verification, as an executor reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationReport {
+    /// 1–64 characters.
+    #[schema(min_length = 1, max_length = 64)]
+    pub executor_id: String,
+    /// Miner uid.
+    #[schema(minimum = 0, maximum = 65535)]
+    pub uid: i64,
+    /// Miner hotkey.
+    pub hotkey: String,
+    /// HuggingFace repo.
+    pub repo: String,
+    /// Revision.
+    pub revision: String,
+    /// The endpoint asked.
+    pub endpoint: String,
+    /// The outcome.
+    pub outcome: VerificationOutcome,
+    /// Mean match, in [0, 1].
+    pub match_score: Option<f64>,
+    /// The samples.
+    pub samples: VerificationSamples,
+    /// Why it did not pass.
+    pub error: Option<String>,
+}
+
+/// A stored verification (`GET /v1/verifications`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VerificationRecord {
+    /// Row id.
+    pub id: i64,
+    /// Miner uid.
+    pub uid: i32,
+    /// Miner hotkey.
+    pub hotkey: String,
+    /// HuggingFace repo.
+    pub repo: String,
+    /// Revision.
+    pub revision: String,
+    /// The endpoint asked; only for callers with a valid key.
+    pub endpoint: Option<String>,
+    /// The outcome.
+    pub outcome: VerificationOutcome,
+    /// Mean match.
+    pub match_score: Option<f64>,
+    /// The samples.
+    pub samples: VerificationSamples,
+    /// Why it did not pass.
+    pub error: Option<String>,
+    /// The executor that ran it.
+    pub executor_id: String,
+    /// When it was recorded.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// `GET /v1/verifications` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Verifications {
+    /// Newest first.
+    pub verifications: Vec<VerificationRecord>,
+}
+
+/// `POST /v1/verifications` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VerificationStored {
+    /// The new row's id.
+    pub id: i64,
 }
 
 /// `GET /v1/miners`.
@@ -332,6 +482,10 @@ pub struct ClaimedTask {
     pub created_at: String,
     /// Which attempt this is.
     pub attempts: i32,
+    /// Verify the miner's (uid, revision) pair whatever the executor's rate (docs/verification.md §4);
+    /// absent means false.
+    #[serde(default)]
+    pub verify: bool,
 }
 
 /// `POST /v1/tasks/fetch` response.

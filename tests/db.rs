@@ -63,7 +63,8 @@ async fn migrations_create_every_table_and_index_and_are_idempotent() {
             "miners",
             "scheduler_secret",
             "scheduler_state",
-            "task_pool"
+            "task_pool",
+            "verifications"
         ]
     );
     let indexes: Vec<Name> =
@@ -88,6 +89,8 @@ async fn migrations_create_every_table_and_index_and_are_idempotent() {
         "idx_miner_scores_uid",
         "idx_miner_scores_unique",
         "idx_weights_block",
+        "idx_verifications_uid",
+        "idx_verifications_pair",
     ] {
         assert!(indexes.iter().any(|i| i == want), "missing index {want}");
     }
@@ -138,7 +141,7 @@ async fn every_db_command_on_a_throwaway_server() {
     let asyncpg = u.replace("postgresql://", "postgresql+asyncpg://");
     let o = kinitro(&["db", "init", "--database-url", &asyncpg], &[]);
     assert!(
-        stdout(&o).starts_with("applied 1 migration(s)"),
+        stdout(&o).starts_with("applied 2 migration(s)"),
         "{}",
         stdout(&o)
     );

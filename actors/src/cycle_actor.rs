@@ -17,7 +17,10 @@ use crate::messages::{
     CancelCycle, ComputeWeights, CurrentBlock, CycleEnqueued, CycleFinished, MinerSnapshot,
     RefreshMiners, Shutdown, Tick,
 };
-use crate::ports::{CreatedCycle, CycleDraft, Heartbeat, RegistrySource, Store, TaskDraft};
+use crate::ports::{
+    CreatedCycle, CycleDraft, FailedVerification, Heartbeat, RegistrySource, Store, TaskDraft,
+    VerificationPolicy,
+};
 use crate::registry::{ClassifiedMiner, MinerStatus};
 use crate::registry_actor::MinerRegistryActor;
 use crate::seeds;
@@ -59,6 +62,8 @@ pub struct CycleConfig {
     pub seed_secret: Vec<u8>,
     /// The registry's kind, for the cycle rows and the heartbeat.
     pub source: RegistrySource,
+    /// What failed verifications change (docs/verification.md §4).
+    pub verification_policy: VerificationPolicy,
 }
 
 /// The other actors a CycleActor talks to.
@@ -102,6 +107,35 @@ pub struct CycleActor {
     registry_error: Option<String>,
     next_cycle_at: Option<SystemTime>,
     exit: Option<oneshot::Sender<SchedulerExit>>,
+}
+
+/// Applies the `exclude` policy to a snapshot (docs/verification.md §4): an active miner whose
+/// current revision's latest verification failed fewer than `cycles` cycles ago becomes
+/// `excluded` with the failure as its reason; one whose exclusion has run its course stays active
+/// and is returned, so that its tasks are marked for verification.
+pub fn apply_exclusions(
+    miners: &mut [ClassifiedMiner],
+    failed: &[FailedVerification],
+    cycles: u32,
+) -> Vec<u16> {
+    let mut verify = Vec::new();
+    for m in miners
+        .iter_mut()
+        .filter(|m| m.status == MinerStatus::Active)
+    {
+        let Some(f) = failed.iter().find(|f| {
+            f.hotkey == m.entry.hotkey && Some(f.revision.as_str()) == m.revision.as_deref()
+        }) else {
+            continue;
+        };
+        if f.cycles_since < i64::from(cycles) {
+            m.status = MinerStatus::Excluded;
+            m.status_reason = Some(f.reason.clone());
+        } else {
+            verify.push(m.entry.uid);
+        }
+    }
+    verify
 }
 
 /// How starting a cycle failed.
@@ -223,20 +257,26 @@ impl CycleActor {
         ctx.notify_later(Tick, pause);
     }
 
-    fn tasks_for(&self, miners: &[ClassifiedMiner]) -> Vec<TaskDraft> {
+    /// The cycle's tasks; the first task of each miner in `verify` is marked for verification.
+    fn tasks_for(
+        config: &CycleConfig,
+        miners: &[ClassifiedMiner],
+        verify: &[u16],
+    ) -> Vec<TaskDraft> {
         let mut active: Vec<&ClassifiedMiner> = miners
             .iter()
             .filter(|m| m.status == MinerStatus::Active)
             .collect();
         active.sort_by_key(|m| m.entry.uid);
-        let mut out = Vec::new();
+        let mut out: Vec<TaskDraft> = Vec::new();
         for m in active {
-            for env in &self.config.env_ids {
-                for _ in 0..self.config.episodes_per_env {
+            let first = out.len();
+            for env in &config.env_ids {
+                for _ in 0..config.episodes_per_env {
                     let task_uuid = uuid::Uuid::new_v4().to_string();
                     out.push(TaskDraft {
                         seed: seeds::task_seed(&task_uuid),
-                        sim_seed: seeds::sim_seed(&self.config.seed_secret, &task_uuid) as i64,
+                        sim_seed: seeds::sim_seed(&config.seed_secret, &task_uuid) as i64,
                         task_uuid,
                         miner_uid: i32::from(m.entry.uid),
                         miner_hotkey: m.entry.hotkey.clone(),
@@ -244,8 +284,16 @@ impl CycleActor {
                         miner_repo: m.repo.clone(),
                         miner_revision: m.revision.clone(),
                         env_id: env.clone(),
-                        max_attempts: self.config.task_max_attempts as i32,
+                        max_attempts: config.task_max_attempts as i32,
+                        verify: false,
                     });
+                }
+            }
+            // One verification per re-admission is enough: every task marked would start a
+            // sandbox run per episode (docs/verification.md §4).
+            if verify.contains(&m.entry.uid) {
+                if let Some(t) = out.get_mut(first) {
+                    t.verify = true;
                 }
             }
         }
@@ -265,19 +313,33 @@ impl CycleActor {
         };
         ctx.spawn(read.into_actor(self).then(|read, act, _| {
             let store = act.store.clone();
-            let draft = read.map(|snapshot| {
-                let draft = CycleDraft {
+            let config = act.config.clone();
+            async move {
+                let mut snapshot = read?;
+                let verify = match config.verification_policy {
+                    VerificationPolicy::Log => Vec::new(),
+                    VerificationPolicy::Exclude { cycles } => {
+                        let pairs = snapshot
+                            .miners
+                            .iter()
+                            .filter(|m| m.status == MinerStatus::Active)
+                            .filter_map(|m| Some((m.entry.hotkey.clone(), m.revision.clone()?)))
+                            .collect();
+                        let failed = store
+                            .failed_verifications(pairs)
+                            .await
+                            .map_err(|e| StartError::Store(e.to_string()))?;
+                        apply_exclusions(&mut snapshot.miners, &failed, cycles)
+                    }
+                };
+                let mut draft = CycleDraft {
                     block: snapshot.block.unwrap_or(0),
-                    env_ids: act.config.env_ids.clone(),
-                    episodes_per_env: act.config.episodes_per_env as i32,
-                    source: act.config.source,
-                    tasks: act.tasks_for(&snapshot.miners),
+                    env_ids: config.env_ids.clone(),
+                    episodes_per_env: config.episodes_per_env as i32,
+                    source: config.source,
+                    tasks: Self::tasks_for(&config, &snapshot.miners, &verify),
                     miners: snapshot.miners.clone(),
                 };
-                (snapshot, draft)
-            });
-            async move {
-                let (snapshot, mut draft) = draft?;
                 if snapshot.block.is_none() {
                     draft.block = synthetic_block(
                         store
@@ -330,7 +392,8 @@ impl CycleActor {
             block,
             miners_active = created.active,
             miners_inactive = count(MinerStatus::Inactive),
-            miners_invalid = count(MinerStatus::InvalidCommitment)
+            miners_invalid = count(MinerStatus::InvalidCommitment),
+            miners_excluded = count(MinerStatus::Excluded)
         );
         if created.active == 0 {
             tracing::warn!(
@@ -493,5 +556,87 @@ impl Handler<Shutdown> for CycleActor {
                 .into_actor(self)
                 .map(|_, act, ctx| act.finish(SchedulerExit::Shutdown, ctx)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::MinerEntry;
+
+    fn miner(uid: u16, revision: &str) -> ClassifiedMiner {
+        ClassifiedMiner {
+            entry: MinerEntry {
+                uid,
+                hotkey: format!("hk{uid}"),
+                commitment: None,
+                endpoint_override: Some("http://m".into()),
+                commit_block: Some(1),
+                repo: Some("o/r".into()),
+                revision: Some(revision.into()),
+            },
+            status: MinerStatus::Active,
+            status_reason: None,
+            endpoint: Some("http://m".into()),
+            encrypted: false,
+            repo: Some("o/r".into()),
+            revision: Some(revision.into()),
+        }
+    }
+
+    fn failed(uid: u16, revision: &str, cycles_since: i64) -> FailedVerification {
+        FailedVerification {
+            hotkey: format!("hk{uid}"),
+            revision: revision.into(),
+            reason: "verification mismatch (match 0.42)".into(),
+            cycles_since,
+        }
+    }
+
+    #[test]
+    fn a_failed_revision_is_held_out_for_its_cycles_then_marked_for_verification() {
+        let mut miners = vec![miner(1, "a"), miner(2, "a"), miner(3, "b"), miner(4, "a")];
+        miners[3].status = MinerStatus::Inactive;
+        let failures = [
+            failed(1, "a", 0),
+            failed(2, "a", 3),
+            // uid 3 failed at an older revision: its new one is not held out.
+            failed(3, "a", 0),
+            failed(4, "a", 0),
+        ];
+        let verify = apply_exclusions(&mut miners, &failures, 3);
+        assert_eq!(miners[0].status, MinerStatus::Excluded);
+        assert_eq!(
+            miners[0].status_reason.as_deref(),
+            Some("verification mismatch (match 0.42)")
+        );
+        assert_eq!(miners[1].status, MinerStatus::Active);
+        assert_eq!(miners[2].status, MinerStatus::Active);
+        assert_eq!(
+            miners[3].status,
+            MinerStatus::Inactive,
+            "only active miners change"
+        );
+        assert_eq!(verify, vec![2]);
+        let config = CycleConfig {
+            env_ids: vec!["e1".into(), "e2".into()],
+            episodes_per_env: 2,
+            eval_interval: Duration::from_secs(1),
+            cycle_timeout: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(1),
+            task_max_attempts: 3,
+            seed_secret: vec![1; 32],
+            source: RegistrySource::File,
+            verification_policy: VerificationPolicy::Exclude { cycles: 3 },
+        };
+        let tasks = CycleActor::tasks_for(&config, &miners, &verify);
+        assert!(tasks.iter().all(|t| t.miner_uid != 1), "excluded: no tasks");
+        let marked: Vec<i32> = tasks
+            .iter()
+            .filter(|t| t.verify)
+            .map(|t| t.miner_uid)
+            .collect();
+        assert_eq!(marked, vec![2], "one marked task for the re-admitted miner");
+        assert_eq!(tasks.iter().filter(|t| t.miner_uid == 2).count(), 4);
     }
 }

@@ -311,6 +311,10 @@ impl Store for MemoryStore {
                     env_id: t.draft.env_id.clone(),
                     seed: t.draft.seed,
                     sim_seed: t.draft.sim_seed,
+                    miner_hotkey: t.draft.miner_hotkey.clone(),
+                    miner_repo: t.draft.miner_repo.clone(),
+                    miner_revision: t.draft.miner_revision.clone(),
+                    verify: t.draft.verify,
                 });
             }
             out

@@ -68,6 +68,9 @@ pub struct TaskDraft {
     pub sim_seed: i64,
     /// Claims allowed.
     pub max_attempts: i32,
+    /// Verify the miner's (uid, revision) pair whatever the executor's rate (a re-admitted miner,
+    /// docs/verification.md §4).
+    pub verify: bool,
 }
 
 /// A cycle to create: its row, its registry snapshot and its tasks, written in one transaction.
@@ -175,6 +178,14 @@ pub struct QueuedTask {
     pub seed: i32,
     /// Secret simulation seed (the u64's bits).
     pub sim_seed: i64,
+    /// Miner hotkey.
+    pub miner_hotkey: String,
+    /// HuggingFace repo of the commitment.
+    pub miner_repo: Option<String>,
+    /// Its revision.
+    pub miner_revision: Option<String>,
+    /// Verify the miner whatever the executor's rate.
+    pub verify: bool,
 }
 
 /// The outcome of one submitted result (docs/database.md §4.4).
@@ -237,6 +248,41 @@ pub trait Store {
     fn submit(&self, executor_id: String, result: TaskResult) -> PortFuture<'_, SubmitOutcome>;
     /// Whether this process still holds the scheduler lock (one scheduler per database).
     fn lock_held(&self) -> PortFuture<'_, bool>;
+    /// The latest verification of each (hotkey, revision) pair that failed it (`mismatch` or
+    /// `invalid`), for the `exclude` policy. A store that keeps no verifications has none.
+    fn failed_verifications(
+        &self,
+        pairs: Vec<(String, String)>,
+    ) -> PortFuture<'_, Result<Vec<FailedVerification>, StoreError>> {
+        let _ = pairs;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// A miner revision whose latest verification failed (docs/verification.md §4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedVerification {
+    /// The miner's hotkey.
+    pub hotkey: String,
+    /// The verified revision.
+    pub revision: String,
+    /// Why, as the miner list shows it: `verification mismatch (match 0.42)`.
+    pub reason: String,
+    /// Cycles started since the verification was recorded.
+    pub cycles_since: i64,
+}
+
+/// What the scheduler does with verification outcomes (`KINITRO_SCHEDULER_VERIFICATION_POLICY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationPolicy {
+    /// Record and show them; nothing else changes (upstream's behaviour).
+    Log,
+    /// Hold out a miner whose current revision failed for this many cycles, then evaluate it
+    /// again with its tasks marked for verification.
+    Exclude {
+        /// Cycles a failed miner gets no tasks.
+        cycles: u32,
+    },
 }
 
 /// One read of the miner registry: the block it was read at (`None`: a miners file, which has no

@@ -30,6 +30,9 @@ pub enum MinerStatus {
     Inactive,
     /// The commitment or endpoint is refused.
     InvalidCommitment,
+    /// Held out by the `exclude` verification policy after a failed verification of its current
+    /// revision (docs/verification.md §4).
+    Excluded,
 }
 
 impl MinerStatus {
@@ -39,6 +42,7 @@ impl MinerStatus {
             Self::Active => "active",
             Self::Inactive => "inactive",
             Self::InvalidCommitment => "invalid_commitment",
+            Self::Excluded => "excluded",
         }
     }
 }

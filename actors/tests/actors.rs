@@ -119,6 +119,7 @@ fn start(source: StaticMiners, t: Timings) -> Scheduler {
             task_max_attempts: t.max_attempts,
             seed_secret: SECRET.to_vec(),
             source: source.kind(),
+            verification_policy: kinitro_actors::ports::VerificationPolicy::Log,
         },
         tx,
     )

@@ -9,7 +9,7 @@ use super::cache::{bounded, Serialized};
 use super::error::ApiError;
 use super::AppState;
 use crate::db::views;
-use crate::wire::{timestamp, Miner, Miners};
+use crate::wire::{timestamp, Miner, MinerVerification, Miners};
 
 /// The latest snapshot, ascending uid.
 #[utoipa::path(get, path = "/v1/miners", responses((status = 200, body = crate::wire::Miners), (status = 503, body = crate::wire::ErrorBody)))]
@@ -61,6 +61,19 @@ async fn miners_body(state: &AppState) -> Result<Miners, ApiError> {
                 status: r.status.as_str().to_string(),
                 status_reason: r.status_reason,
                 uid: r.uid,
+                verification: match (
+                    r.verification_outcome,
+                    r.verification_revision,
+                    r.verification_checked_at,
+                ) {
+                    (Some(outcome), Some(revision), Some(at)) => Some(MinerVerification {
+                        outcome,
+                        match_score: r.verification_match_score,
+                        revision,
+                        checked_at: timestamp(at),
+                    }),
+                    _ => None,
+                },
             }
         })
         .collect();

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod scores;
 pub mod status;
 pub mod tasks;
+pub mod verifications;
 pub mod weights;
 
 use std::sync::{Arc, Mutex};
@@ -144,13 +145,13 @@ where
 }
 
 /// The route table, written once: [`routes`] registers it and [`ROUTE_PATTERNS`] lists its
-/// patterns for the OpenAPI consistency test.
+/// patterns for the OpenAPI consistency test. A path may name a second method and handler.
 macro_rules! route_table {
-    ($($path:literal => $method:ident $handler:path),* $(,)?) => {
+    ($($path:literal => $method:ident $handler:path $(, $method2:ident $handler2:path)?);* $(;)?) => {
         /// Registers every route of docs/api.md §4 (the literal `latest` routes before the numeric
         /// ones).
         pub fn routes(cfg: &mut web::ServiceConfig) {
-            $(cfg.service(route($path, web::$method(), $handler));)*
+            $(cfg.service(route($path, web::$method(), $handler)$(.route(web::$method2().to($handler2)))?);)*
         }
 
         /// The route patterns [`routes`] registers, for the OpenAPI consistency test.
@@ -159,19 +160,20 @@ macro_rules! route_table {
 }
 
 route_table! {
-    "/health" => get health::health,
-    "/v1/status" => get status::status,
-    "/v1/weights/latest" => get weights::latest,
-    "/v1/weights/{block}" => get weights::by_block,
-    "/v1/scores/latest" => get scores::latest,
-    "/v1/scores/{cycle_id}" => get scores::by_cycle,
-    "/v1/miners" => get miners::miners,
-    "/v1/environments" => get status::environments,
-    "/v1/tasks/fetch" => post tasks::fetch,
-    "/v1/tasks/submit" => post tasks::submit,
-    "/v1/tasks/stats" => get tasks::stats,
-    "/metrics" => get metrics_endpoint,
-    "/openapi.json" => get openapi::openapi_json,
+    "/health" => get health::health;
+    "/v1/status" => get status::status;
+    "/v1/weights/latest" => get weights::latest;
+    "/v1/weights/{block}" => get weights::by_block;
+    "/v1/scores/latest" => get scores::latest;
+    "/v1/scores/{cycle_id}" => get scores::by_cycle;
+    "/v1/miners" => get miners::miners;
+    "/v1/environments" => get status::environments;
+    "/v1/tasks/fetch" => post tasks::fetch;
+    "/v1/tasks/submit" => post tasks::submit;
+    "/v1/tasks/stats" => get tasks::stats;
+    "/v1/verifications" => get verifications::list, post verifications::report;
+    "/metrics" => get metrics_endpoint;
+    "/openapi.json" => get openapi::openapi_json;
 }
 
 /// `GET /metrics`: refreshes the database-derived values when due, then encodes.

@@ -24,7 +24,8 @@ impl Modify for BearerScheme {
     paths(
         super::health::health, super::status::status, super::weights::latest, super::weights::by_block,
         super::scores::latest, super::scores::by_cycle, super::miners::miners, super::status::environments,
-        super::tasks::fetch, super::tasks::submit, super::tasks::stats, super::metrics_endpoint, openapi_json,
+        super::tasks::fetch, super::tasks::submit, super::tasks::stats, super::verifications::list,
+        super::verifications::report, super::metrics_endpoint, openapi_json,
     ),
     modifiers(&BearerScheme)
 )]

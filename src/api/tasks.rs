@@ -111,6 +111,7 @@ fn task_body(t: tasks::ClaimedTask) -> ClaimedTask {
         status: t.status.as_str().to_string(),
         created_at: timestamp(t.created_at),
         attempts: t.attempts,
+        verify: t.verify,
     }
 }
 

@@ -29,7 +29,7 @@ pub enum EnvCommand {
     },
     /// Check a family's scenes, then build its container image (no registry needed)
     Build {
-        /// Family: metaworld, or all
+        /// Family: metaworld, verifier (the verification sandbox), or all
         family: String,
         /// Image tag [default kinitro/<family>:v1]
         #[arg(long)]
@@ -55,6 +55,10 @@ pub enum EnvCommand {
         /// The kinitro binary to put in the image [default: this one]
         #[arg(long)]
         binary: Option<PathBuf>,
+        /// verifier: more PyPI packages for miners' policies, e.g. "torch==2.5.1+cpu einops"
+        /// (fetched at build time)
+        #[arg(long, value_name = "P …")]
+        python_packages: Option<String>,
     },
     /// Serve the environment protocol (affinetes function_based) — what an environment container runs
     Serve(crate::config::env_serve::EnvServeFlags),
@@ -109,29 +113,42 @@ pub fn env(
             assets_dir,
             no_render,
             binary,
+            python_packages,
         } => {
-            let families = match family.as_str() {
-                "metaworld" => vec![Family::Metaworld],
-                "all" => {
-                    eprintln!("note: the verifier image is not in this build; building metaworld");
-                    vec![Family::Metaworld]
-                }
-                "genesis" | "procthor" | "verifier" => {
+            let kinds = match family.as_str() {
+                "metaworld" => vec![image::Kind::Env(Family::Metaworld)],
+                "verifier" => vec![image::Kind::Verifier],
+                "all" => vec![image::Kind::Env(Family::Metaworld), image::Kind::Verifier],
+                "genesis" | "procthor" => {
                     return Err(Failure::usage(format!(
                         "family '{family}' has no image in this build"
                     )))
                 }
                 other => {
                     return Err(Failure::usage(format!(
-                        "unknown family '{other}' (expected metaworld or all)"
+                        "unknown family '{other}' (expected metaworld, verifier or all)"
                     )))
                 }
             };
+            let packages: Vec<String> = python_packages
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !packages.is_empty() && !kinds.contains(&image::Kind::Verifier) {
+                return Err(Failure::usage(
+                    "--python-packages applies to the verifier image only",
+                ));
+            }
+            let scenes = kinds.iter().any(|k| matches!(k, image::Kind::Env(_)));
             let dir = match assets_dir {
                 Some(d) => std::path::absolute(&d).unwrap_or(d),
-                None => crate::config::metaworld_assets_dir()?,
+                None if scenes => crate::config::metaworld_assets_dir()?,
+                None => PathBuf::new(),
             };
-            build(&dir, !no_render)?;
+            if scenes {
+                build(&dir, !no_render)?;
+            }
             if check_only {
                 return Ok(());
             }
@@ -140,13 +157,23 @@ pub fn env(
                 None => std::env::current_exe()
                     .map_err(|e| Failure::runtime(format!("cannot find this binary: {e}")))?,
             };
-            for family in families {
+            for kind in kinds {
+                let default_tag = match kind {
+                    image::Kind::Env(family) => family.default_tag(),
+                    _ => crate::config::verification::DEFAULT_IMAGE.to_string(),
+                };
                 let request = BuildRequest {
-                    kind: image::Kind::Env(family),
-                    tag: tag.clone().unwrap_or_else(|| family.default_tag()),
+                    kind,
+                    // One --tag cannot name two images: with `all` it applies to the family's.
+                    tag: match (&tag, kind) {
+                        (Some(t), image::Kind::Env(_)) => t.clone(),
+                        (Some(t), _) if family == "verifier" => t.clone(),
+                        _ => default_tag,
+                    },
                     no_cache,
                     binary: binary.clone(),
                     assets: dir.clone(),
+                    python_packages: packages.clone(),
                 };
                 build_image(&request, push, registry.as_deref())?;
             }

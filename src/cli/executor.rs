@@ -95,6 +95,10 @@ pub fn execute(
         tracing::info!(event = "executor_started", id = %config.executor_id, mode = "remote", eval_mode = ?config.eval_mode, pools = config.pools,
             slots = pools.slots(), env_ids = ?executor::served_tasks(&config).iter().map(|t| t.env_id()).collect::<Vec<_>>(),
             shard_index = config.shard_index, shard_count = config.shard_count, api = %config.api_url, "executor started");
-        executor::remote::run(config, pools, super::scheduler::shutdown_signal()).await.map_err(Failure::runtime)
+        let sink = crate::verify::spot::Sink::Api { base: config.api_url.clone(), key: config.api_key.clone() };
+        let spotter = crate::verify::spot::start_if_enabled(&config, &config.executor_id, sink)
+            .await
+            .map_err(Failure::runtime)?;
+        executor::remote::run(config, pools, spotter, super::scheduler::shutdown_signal()).await.map_err(Failure::runtime)
     })
 }

@@ -84,6 +84,7 @@ pub fn execute(cmd: ImageCommand) -> CommandResult {
             no_cache,
             binary: binary.clone(),
             assets: assets.clone(),
+            python_packages: Vec::new(),
         };
         super::env::build_image(&request, false, None)?;
     }

@@ -14,6 +14,7 @@ pub mod progress;
 pub mod run;
 pub mod scheduler;
 pub mod scoring;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -73,6 +74,8 @@ pub enum Command {
     Scoring(scoring::ScoringCommand),
     /// Probe an API's /health (exit 0 on HTTP 200 within 3 s)
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Verify by hand that a miner's endpoint serves its committed HuggingFace revision
+    Verify(verify::VerifyArgs),
 }
 
 /// A failure with its exit status and one-line message.
@@ -158,6 +161,7 @@ pub fn main() -> ExitCode {
         Command::Image(cmd) => image::execute(cmd),
         Command::Miner(cmd) => miner::miner(cmd, cli.log_level, cli.log_format),
         Command::Crypto(cmd) => crypto::execute(cmd),
+        Command::Verify(args) => verify::execute(args, cli.log_level, cli.log_format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

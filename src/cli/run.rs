@@ -181,8 +181,19 @@ async fn serve(
         }
         None => None,
     };
+    let spotter = match &evaluator {
+        Some(_) => crate::verify::spot::start_if_enabled(
+            &config.executor,
+            &executor_id,
+            crate::verify::spot::Sink::Database(pool.clone(), metrics.clone()),
+        )
+        .await
+        .map_err(Failure::runtime)?,
+        None => None,
+    };
     let local = evaluator.map(|evaluator| {
         let queue = LocalQueue {
+            spotter,
             executor_id,
             pools: Arc::new(evaluator),
             queue,

@@ -195,16 +195,8 @@ pub struct ExecutorConfig {
     pub strict_image_version: bool,
     /// Allow `http://` to an API on a public address (the key and the sim seeds then cross in clear).
     pub allow_insecure_api: bool,
-    /// Later phase: verification switch (logged as ignored).
-    pub verification_enabled: bool,
-    /// Later phase.
-    pub verification_rate: f64,
-    /// Later phase.
-    pub verification_tolerance: f64,
-    /// Later phase.
-    pub verification_samples: u32,
-    /// Later phase.
-    pub verification_max_repo_size_gb: f64,
+    /// Verification of miners' deployments (docs/verification.md).
+    pub verification: super::verification::VerificationConfig,
 }
 
 fn random_executor_id() -> String {
@@ -352,35 +344,10 @@ impl ExecutorConfig {
                 .get::<List>("EVAL_HOSTS")?
                 .map_or_else(|| vec!["localhost".into()], |l| l.0),
             eval_gpu: flags.eval_gpu || env.get("EVAL_GPU")?.unwrap_or(false),
-            verification_enabled: env.get("VERIFICATION_ENABLED")?.unwrap_or(false),
-            verification_rate: env
-                .get_checked(
-                    "VERIFICATION_RATE",
-                    |v: &f64| (0.0..=1.0).contains(v),
-                    "a number between 0.0 and 1.0",
-                )?
-                .unwrap_or(0.05),
-            verification_tolerance: env
-                .get_checked(
-                    "VERIFICATION_TOLERANCE",
-                    |v: &f64| *v >= 0.0,
-                    "a non-negative number",
-                )?
-                .unwrap_or(0.001),
-            verification_samples: env
-                .get_checked(
-                    "VERIFICATION_SAMPLES",
-                    |v: &u32| (1..=20).contains(v),
-                    "an integer between 1 and 20",
-                )?
-                .unwrap_or(5),
-            verification_max_repo_size_gb: env
-                .get_checked(
-                    "VERIFICATION_MAX_REPO_SIZE_GB",
-                    |v: &f64| (0.1..=50.0).contains(v),
-                    "a number between 0.1 and 50",
-                )?
-                .unwrap_or(5.0),
+            verification: super::verification::VerificationConfig::resolve(
+                env,
+                &Env::from_process(&["HF_"]),
+            )?,
         };
         if config.shard_index >= config.shard_count {
             let source = |flag: bool, field: &str, name: &str| {

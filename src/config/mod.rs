@@ -13,6 +13,7 @@ pub mod miner;
 pub mod run;
 pub mod scheduler;
 pub mod source;
+pub mod verification;
 
 use std::fmt;
 use std::path::PathBuf;

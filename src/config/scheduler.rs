@@ -1,5 +1,6 @@
 //! `kinitro scheduler` settings (docs/configuration.md §2.3, prefix `KINITRO_SCHEDULER_`).
 
+use kinitro_actors::ports::VerificationPolicy;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -83,6 +84,9 @@ pub struct SchedulerConfig {
     pub db_pool_size: usize,
     /// `host:port` of a standalone `/metrics`.
     pub metrics_addr: Option<String>,
+    /// What failed verifications change: `log` (default) or `exclude` for
+    /// `VERIFICATION_EXCLUDE_CYCLES` cycles (docs/verification.md §4).
+    pub verification_policy: VerificationPolicy,
 }
 
 fn is_hex_key(raw: &str) -> bool {
@@ -176,6 +180,24 @@ impl SchedulerConfig {
                 .get_checked("DB_POOL_SIZE", |v: &usize| *v >= 1, "a positive integer")?
                 .unwrap_or(4),
             metrics_addr: env.get("METRICS_ADDR")?,
+            verification_policy: match env.get::<String>("VERIFICATION_POLICY")?.as_deref() {
+                None | Some("log") => VerificationPolicy::Log,
+                Some("exclude") => VerificationPolicy::Exclude {
+                    cycles: env
+                        .get_checked(
+                            "VERIFICATION_EXCLUDE_CYCLES",
+                            at_least_one,
+                            "a positive integer",
+                        )?
+                        .unwrap_or(3),
+                },
+                Some(other) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{} must be log or exclude, not {other:?}",
+                        env.name("VERIFICATION_POLICY")
+                    )))
+                }
+            },
         };
         if config.poll_interval.0 <= 0.0 {
             return Err(ConfigError::Invalid(format!(

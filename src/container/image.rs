@@ -69,6 +69,8 @@ pub enum Kind {
     Runtime,
     /// PostgreSQL alone, with a first-start entrypoint (docs/deployment.md §1).
     Postgres,
+    /// The verification sandbox: Python with NumPy and pydantic (docs/verification.md §2).
+    Verifier,
 }
 
 /// What one build needs.
@@ -84,6 +86,8 @@ pub struct BuildRequest {
     pub binary: PathBuf,
     /// The family's scene files on this machine.
     pub assets: PathBuf,
+    /// The verifier image's extra PyPI packages.
+    pub python_packages: Vec<String>,
 }
 
 /// One entry of the image's root filesystem.
@@ -135,7 +139,7 @@ impl RootFs {
 
     /// The libraries `roots` load, transitively, under the library directory (the loader at its
     /// fixed path, MuJoCo beside the binary's rpath).
-    fn add_libraries(&mut self, roots: Vec<PathBuf>) -> Result<(), String> {
+    pub(super) fn add_libraries(&mut self, roots: Vec<PathBuf>) -> Result<(), String> {
         let mut pending = roots;
         let mut done = std::collections::HashSet::new();
         while let Some(file) = pending.pop() {
@@ -416,6 +420,7 @@ fn recipe(request: &BuildRequest) -> Result<(RootFs, String), String> {
         )),
         Kind::Runtime => super::service_image::runtime(&request.binary, &request.assets),
         Kind::Postgres => super::service_image::postgres(),
+        Kind::Verifier => super::verifier_image::verifier(&request.python_packages),
     }
 }
 
@@ -463,7 +468,8 @@ pub async fn build(
     let request_owned = request.clone();
     let context = tokio::task::spawn_blocking(move || {
         let (root, dockerfile) = recipe(&request_owned)?;
-        let binary = (request_owned.kind != Kind::Postgres).then_some(&request_owned.binary);
+        let binary = (!matches!(request_owned.kind, Kind::Postgres | Kind::Verifier))
+            .then_some(&request_owned.binary);
         root.context(&dockerfile, binary.map(PathBuf::as_path))
     })
     .await

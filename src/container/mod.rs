@@ -12,6 +12,7 @@ pub mod eval;
 pub mod image;
 pub mod service_image;
 pub mod tls;
+pub mod verifier_image;
 
 use bollard::Docker;
 

@@ -9,7 +9,8 @@ use super::migrate;
 use crate::config::DatabaseUrl;
 
 /// The project's tables, children first (docs/database.md §2), and diesel's bookkeeping table.
-pub const PROJECT_TABLES: [&str; 8] = [
+pub const PROJECT_TABLES: [&str; 9] = [
+    "verifications",
     "scheduler_secret",
     "scheduler_state",
     "computed_weights",

@@ -36,6 +36,7 @@ struct NewTask<'a> {
     seed: i32,
     sim_seed: i64,
     max_attempts: i32,
+    verify: bool,
 }
 
 impl<'a> NewTask<'a> {
@@ -52,6 +53,7 @@ impl<'a> NewTask<'a> {
             seed: t.seed,
             sim_seed: t.sim_seed,
             max_attempts: t.max_attempts,
+            verify: t.verify,
         }
     }
 }

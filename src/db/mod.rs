@@ -15,6 +15,7 @@ pub mod store;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;
+pub mod verifications;
 pub mod views;
 
 pub use connect::{connect, pool, public_pool, DbError, DbPool};

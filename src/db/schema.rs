@@ -74,6 +74,29 @@ diesel::table! {
         last_submitted_by -> Nullable<Varchar>,
         last_submitted_attempt -> Nullable<Int4>,
         created_at -> Timestamptz,
+        verify -> Bool,
+    }
+}
+
+diesel::table! {
+    verifications (id) {
+        id -> Int8,
+        uid -> Int4,
+        #[max_length = 64]
+        hotkey -> Varchar,
+        #[max_length = 256]
+        repo -> Varchar,
+        #[max_length = 64]
+        revision -> Varchar,
+        endpoint -> Text,
+        #[max_length = 16]
+        outcome -> Varchar,
+        match_score -> Nullable<Float8>,
+        samples -> Jsonb,
+        error -> Nullable<Text>,
+        #[max_length = 64]
+        executor_id -> Varchar,
+        created_at -> Timestamptz,
     }
 }
 
@@ -142,4 +165,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     computed_weights,
     scheduler_state,
     scheduler_secret,
+    verifications,
 );

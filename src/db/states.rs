@@ -12,6 +12,8 @@ use kinitro_actors::scoring::aggregate::FailureKind;
 use kinitro_actors::states::{CycleStatus, TaskStatus};
 use serde_json::Value;
 
+use crate::wire::VerificationOutcome;
+
 /// `task_pool.status` as stored.
 pub fn task_status_text(status: TaskStatus) -> &'static str {
     status.as_str()
@@ -101,6 +103,7 @@ impl FromSql<Text, Pg> for MinerStatusColumn {
             MinerStatus::Active,
             MinerStatus::Inactive,
             MinerStatus::InvalidCommitment,
+            MinerStatus::Excluded,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -111,6 +114,32 @@ impl FromSql<Text, Pg> for MinerStatusColumn {
 
 impl From<MinerStatusColumn> for MinerStatus {
     fn from(c: MinerStatusColumn) -> Self {
+        c.0
+    }
+}
+
+/// A `verifications.outcome` column read as a [`VerificationOutcome`] (`NULL` stays `None`).
+#[derive(Debug, Clone, Copy, FromSqlRow)]
+pub struct OutcomeColumn(pub Option<VerificationOutcome>);
+
+impl FromSql<diesel::sql_types::Nullable<Text>, Pg> for OutcomeColumn {
+    fn from_sql(bytes: PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        VerificationOutcome::parse(&text)
+            .map(|o| Self(Some(o)))
+            .ok_or_else(|| format!("unknown verification outcome {text:?}").into())
+    }
+
+    fn from_nullable_sql(bytes: Option<PgValue<'_>>) -> diesel::deserialize::Result<Self> {
+        match bytes {
+            Some(b) => Self::from_sql(b),
+            None => Ok(Self(None)),
+        }
+    }
+}
+
+impl From<OutcomeColumn> for Option<VerificationOutcome> {
+    fn from(c: OutcomeColumn) -> Self {
         c.0
     }
 }

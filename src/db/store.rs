@@ -6,15 +6,15 @@ use std::time::Duration;
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::AsyncPgConnection;
 use kinitro_actors::ports::{
-    CreatedCycle, CycleDraft, CycleRecord, Heartbeat, PortFuture, QueuedTask, Store, StoreError,
-    SubmitOutcome, TaskFilter,
+    CreatedCycle, CycleDraft, CycleRecord, FailedVerification, Heartbeat, PortFuture, QueuedTask,
+    Store, StoreError, SubmitOutcome, TaskFilter,
 };
 use kinitro_actors::scoring::aggregate::EpisodeOutcome;
 use kinitro_actors::states::TaskStatus;
 use kinitro_actors::tasks::TaskResult;
 
 use super::lock::SchedulerLock;
-use super::{cycles, tasks, DbError, DbPool};
+use super::{cycles, tasks, verifications, DbError, DbPool};
 
 /// The store of a scheduler (and of `kinitro run`'s local task queue).
 pub struct PgStore {
@@ -52,6 +52,17 @@ fn store_error(e: DbError) -> StoreError {
 }
 
 impl Store for PgStore {
+    fn failed_verifications(
+        &self,
+        pairs: Vec<(String, String)>,
+    ) -> PortFuture<'_, Result<Vec<FailedVerification>, StoreError>> {
+        Box::pin(async move {
+            verifications::failed(&mut *self.conn().await?, &pairs)
+                .await
+                .map_err(store_error)
+        })
+    }
+
     fn last_block(&self) -> PortFuture<'_, Result<Option<i64>, StoreError>> {
         Box::pin(async move {
             cycles::last_block(&mut *self.conn().await?)
@@ -165,6 +176,10 @@ impl Store for PgStore {
                     env_id: t.env_id,
                     seed: t.seed,
                     sim_seed: t.sim_seed,
+                    miner_hotkey: t.miner_hotkey,
+                    miner_repo: t.miner_repo,
+                    miner_revision: t.miner_revision,
+                    verify: t.verify,
                 })
                 .collect())
         })

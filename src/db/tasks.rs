@@ -60,6 +60,9 @@ pub struct ClaimedTask {
     /// Which attempt this is.
     #[diesel(sql_type = Integer)]
     pub attempts: i32,
+    /// Verify the miner whatever the executor's rate.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub verify: bool,
 }
 
 /// Which pending tasks a claimer wants (the core's filter).
@@ -68,7 +71,7 @@ pub use kinitro_actors::ports::TaskFilter as ClaimFilter;
 const CLAIMED_COLUMNS: &str = "task_pool.id, task_pool.task_uuid, task_pool.cycle_id, task_pool.miner_uid, \
     task_pool.miner_hotkey, task_pool.miner_endpoint, task_pool.miner_repo, task_pool.miner_revision, \
     task_pool.env_id, task_pool.seed, task_pool.sim_seed, task_pool.status, task_pool.created_at, \
-    task_pool.attempts";
+    task_pool.attempts, task_pool.verify";
 
 /// The claim statement of docs/database.md §6.1 with only the filters in use. Unlike `sql_query`,
 /// it is safe to cache as a prepared statement (keyed by its SQL text), so each filter variant is

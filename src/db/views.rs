@@ -12,8 +12,9 @@ use serde_json::Value;
 use super::schema::{
     computed_weights, evaluation_cycles, miner_scores as ms, scheduler_state as ss,
 };
-use super::states::MinerStatusColumn;
+use super::states::{MinerStatusColumn, OutcomeColumn};
 use super::{count, DbError};
+use crate::wire::VerificationOutcome;
 
 /// One `computed_weights` row with its cycle's facts.
 #[derive(Debug, Clone, Queryable)]
@@ -140,6 +141,18 @@ pub struct MinerRow {
     /// Envs scored there, as a JSON array.
     #[diesel(sql_type = Nullable<Jsonb>)]
     pub environments_evaluated: Option<Value>,
+    /// Outcome of the hotkey's latest verification.
+    #[diesel(sql_type = Nullable<Text>, deserialize_as = OutcomeColumn)]
+    pub verification_outcome: Option<VerificationOutcome>,
+    /// Its mean match.
+    #[diesel(sql_type = Nullable<Double>)]
+    pub verification_match_score: Option<f64>,
+    /// Its revision.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub verification_revision: Option<String>,
+    /// When it was recorded.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub verification_checked_at: Option<DateTime<Utc>>,
 }
 
 /// The latest registry snapshot.
@@ -177,13 +190,18 @@ pub async fn miner_snapshot(
     let miners: Vec<MinerRow> = diesel::sql_query(
         "SELECT m.uid, m.hotkey, m.endpoint, m.status, m.repo, m.revision, m.commit_block, m.encrypted, \
            m.status_reason, le.completed_at AS last_evaluated, le.block_number AS last_evaluated_block, \
-           le.avg_rate AS avg_success_rate, le.envs AS environments_evaluated \
+           le.avg_rate AS avg_success_rate, le.envs AS environments_evaluated, \
+           lv.outcome AS verification_outcome, lv.match_score AS verification_match_score, \
+           lv.revision AS verification_revision, lv.created_at AS verification_checked_at \
          FROM miners m LEFT JOIN LATERAL ( \
            SELECT c.completed_at, c.block_number, avg(s.success_rate) AS avg_rate, \
                   jsonb_agg(s.env_id ORDER BY s.id) AS envs \
            FROM evaluation_cycles c JOIN miner_scores s ON s.cycle_id = c.id \
            WHERE c.status = 'completed' AND s.uid = m.uid AND s.hotkey = m.hotkey \
            GROUP BY c.id ORDER BY c.id DESC LIMIT 1) le ON true \
+         LEFT JOIN LATERAL ( \
+           SELECT v.outcome, v.match_score, v.revision, v.created_at FROM verifications v \
+           WHERE v.uid = m.uid AND v.hotkey = m.hotkey ORDER BY v.id DESC LIMIT 1) lv ON true \
          WHERE m.cycle_id = $1 ORDER BY m.uid",
     )
     .bind::<Integer, _>(cycle_id)

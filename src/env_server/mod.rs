@@ -175,6 +175,7 @@ impl Shared {
             seed: args.public_seed(),
             // Without a secret seed the public one seeds the simulator, as upstream does.
             sim_seed: args.sim_seed.unwrap_or(args.public_seed() as u64),
+            miner: Default::default(),
             limits: Some(Limits {
                 max_timesteps: args.max_timesteps,
                 action_timeout: args.action_timeout,

@@ -36,6 +36,23 @@ pub struct EpisodeTask {
     /// them from its arguments).
     #[serde(skip)]
     pub limits: Option<Limits>,
+    /// What verification needs to know of the miner (docs/verification.md §1).
+    #[serde(flatten)]
+    pub miner: MinerCommitment,
+}
+
+/// The commitment behind a task's miner, as claimed tasks carry it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct MinerCommitment {
+    /// Hotkey.
+    pub miner_hotkey: String,
+    /// HuggingFace repo.
+    pub miner_repo: Option<String>,
+    /// Revision.
+    pub miner_revision: Option<String>,
+    /// Verify whatever the rate (a re-admitted miner).
+    pub verify: bool,
 }
 
 /// The per-episode limits (docs/executor.md §5.1).

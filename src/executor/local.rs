@@ -13,8 +13,9 @@ use kinitro_actors::task_queue_actor::TaskQueueActor;
 use kinitro_actors::tasks::TaskResult;
 use tokio::sync::{watch, Notify};
 
-use super::episode::EpisodeTask;
+use super::episode::{EpisodeTask, MinerCommitment};
 use super::Evaluator;
+use crate::verify::spot::Spotter;
 
 /// Pause after a failed claim.
 const RETRY: Duration = Duration::from_secs(1);
@@ -33,6 +34,8 @@ pub struct LocalQueue {
     pub filter: TaskFilter,
     /// Wait when there was nothing to claim.
     pub poll_interval: Duration,
+    /// Verification, when enabled.
+    pub spotter: Option<Arc<Spotter>>,
 }
 
 impl LocalQueue {
@@ -54,8 +57,14 @@ impl LocalQueue {
                     let full = !tasks.is_empty() && tasks.len() == free;
                     for task in tasks {
                         let queue = this.clone();
+                        if let Some(s) = &this.spotter {
+                            s.consider(&task);
+                        }
                         running.spawn(async move {
-                            let result = queue.pools.run(task).await;
+                            let mut result = queue.pools.run(task.clone()).await;
+                            if let Some(s) = &queue.spotter {
+                                s.annotate(&task, &mut result);
+                            }
                             queue.commit(&result).await;
                         });
                     }
@@ -108,6 +117,12 @@ impl LocalQueue {
                 seed: i64::from(t.seed),
                 sim_seed: t.sim_seed as u64,
                 limits: None,
+                miner: MinerCommitment {
+                    miner_hotkey: t.miner_hotkey,
+                    miner_repo: t.miner_repo,
+                    miner_revision: t.miner_revision,
+                    verify: t.verify,
+                },
             })
             .collect())
     }

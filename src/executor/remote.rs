@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::episode::EpisodeTask;
 use super::Evaluator;
 use crate::config::executor::ExecutorConfig;
+use crate::verify::spot::Spotter;
 use crate::wire::{FetchRequest, Shard, SubmitRequest, SubmitResponse, TaskResultBody};
 
 /// Results per submission.
@@ -281,6 +282,7 @@ fn backoff(attempt: u32) -> Duration {
 pub async fn run(
     config: ExecutorConfig,
     pools: Arc<Evaluator>,
+    spotter: Option<Arc<Spotter>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     let outbox = Arc::new(Mutex::new(Outbox::open(
@@ -296,7 +298,14 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let submitter = actix_web::rt::spawn(submit_loop(api.clone(), outbox.clone(), stop_rx.clone()));
-    let fetcher = fetch_loop(&config, api, pools.clone(), outbox.clone(), stop_rx);
+    let fetcher = fetch_loop(
+        &config,
+        api,
+        pools.clone(),
+        spotter,
+        outbox.clone(),
+        stop_rx,
+    );
     tokio::pin!(fetcher);
     tokio::select! {
         _ = shutdown => {}
@@ -332,6 +341,7 @@ async fn fetch_loop(
     config: &ExecutorConfig,
     api: std::rc::Rc<Api>,
     pools: Arc<Evaluator>,
+    spotter: Option<Arc<Spotter>>,
     outbox: Arc<Mutex<Outbox>>,
     stop: watch::Receiver<bool>,
 ) {
@@ -368,11 +378,21 @@ async fn fetch_loop(
                 );
                 let got = tasks.len();
                 for task in tasks {
-                    let (pools, outbox, id) =
-                        (pools.clone(), outbox.clone(), config.executor_id.clone());
-                    let fut = pools.run(task);
+                    let (pools, outbox, id, spotter) = (
+                        pools.clone(),
+                        outbox.clone(),
+                        config.executor_id.clone(),
+                        spotter.clone(),
+                    );
+                    if let Some(s) = &spotter {
+                        s.consider(&task);
+                    }
+                    let fut = pools.run(task.clone());
                     actix_web::rt::spawn(async move {
-                        let result = fut.await;
+                        let mut result = fut.await;
+                        if let Some(s) = &spotter {
+                            s.annotate(&task, &mut result);
+                        }
                         outbox
                             .lock()
                             .unwrap()

@@ -238,6 +238,7 @@ impl Scheduler {
                 task_max_attempts: c.task_max_attempts,
                 seed_secret: self.secret.clone(),
                 source: self.source.kind(),
+                verification_policy: c.verification_policy,
             },
             tx,
         )

@@ -3,6 +3,7 @@
 //! database in it, so tests run in parallel without seeing each other.
 #![allow(dead_code)]
 
+pub mod fake_hub;
 pub mod task_pool;
 
 use std::net::TcpListener;
