@@ -573,13 +573,17 @@ fn systemd_units_verify() {
     }
 }
 
-/// Backticked `KINITRO_*` names in the first column of the README's tables.
+/// Backticked `KINITRO_*` (and the Hub's `HF_*`) names in the first column of the README's tables.
 fn readme_variables() -> BTreeSet<String> {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     readme
         .lines()
-        .filter_map(|l| l.strip_prefix("| `KINITRO_"))
-        .map(|rest| format!("KINITRO_{}", rest.split('`').next().unwrap()))
+        .filter_map(|l| {
+            ["KINITRO_", "HF_"].into_iter().find_map(|prefix| {
+                l.strip_prefix(&format!("| `{prefix}"))
+                    .map(|rest| format!("{prefix}{}", rest.split('`').next().unwrap()))
+            })
+        })
         .collect()
 }
 

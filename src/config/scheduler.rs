@@ -114,6 +114,14 @@ impl SchedulerConfig {
             |v: &u32| *v >= 1,
             "a positive integer",
         )?;
+        // Checked whatever the policy, so a bad value is found before it is needed.
+        let exclude_cycles = env
+            .get_checked(
+                "VERIFICATION_EXCLUDE_CYCLES",
+                at_least_one,
+                "a positive integer",
+            )?
+            .unwrap_or(3);
         let config = Self {
             database_url,
             network: match &flags.network {
@@ -183,13 +191,7 @@ impl SchedulerConfig {
             verification_policy: match env.get::<String>("VERIFICATION_POLICY")?.as_deref() {
                 None | Some("log") => VerificationPolicy::Log,
                 Some("exclude") => VerificationPolicy::Exclude {
-                    cycles: env
-                        .get_checked(
-                            "VERIFICATION_EXCLUDE_CYCLES",
-                            at_least_one,
-                            "a positive integer",
-                        )?
-                        .unwrap_or(3),
+                    cycles: exclude_cycles,
                 },
                 Some(other) => {
                     return Err(ConfigError::Invalid(format!(

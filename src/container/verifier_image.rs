@@ -283,7 +283,7 @@ fn add_python_tree(
     for item in items {
         let name = item.file_name().to_string_lossy().into_owned();
         let path = item.path();
-        if name == "__pycache__" || skip_top.iter().any(|s| *s == name) {
+        if name == "__pycache__" || skip_top.contains(&name) {
             continue;
         }
         let kind = item.file_type().map_err(|e| e.to_string())?;
