@@ -82,7 +82,8 @@ fn verify(hub: &str, repo: &str, endpoint: &str, env: &[(&str, &str)]) -> (i32, 
         ("KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS", "true"),
         ("KINITRO_EXECUTOR_VERIFICATION_IMAGE", image()),
         ("KINITRO_EXECUTOR_VERIFICATION_CACHE_DIR", &cache_dir),
-        ("KINITRO_EXECUTOR_VERIFICATION_TIMEOUT", "20"),
+        // Generous: a loaded CI machine must not turn a slow start into a miner's fault.
+        ("KINITRO_EXECUTOR_VERIFICATION_TIMEOUT", "90"),
     ];
     vars.extend_from_slice(env);
     let o = kinitro(
@@ -166,14 +167,14 @@ fn hostile_policies_are_stopped_and_recorded_as_invalid() {
     );
     // The endpoint never gets asked when the committed code cannot run.
     let (_p, endpoint) = serve(&policy("deterministic"));
-    let env = [("KINITRO_EXECUTOR_VERIFICATION_TIMEOUT", "8")];
+    let env = [("KINITRO_EXECUTOR_VERIFICATION_TIMEOUT", "15")];
     for name in names {
         let started = Instant::now();
         let (code, r) = verify(&hub.url(), &format!("miner/{name}"), &endpoint, &env);
         assert_eq!((code, outcome(&r)), (5, "invalid"), "{name}: {r}");
         assert!(!error(&r).is_empty(), "{name}: no reason in {r}");
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < Duration::from_secs(90),
             "{name} took {:?}",
             started.elapsed()
         );

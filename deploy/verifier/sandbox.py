@@ -319,7 +319,7 @@ def observation_factory(policy_dir):
         if module is None:
             try:
                 module = importlib.import_module("rl_interface")
-            except Exception as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001 - SystemExit too: miner code
                 print(f"kinitro-sandbox: rl_interface.py does not import ({describe(exc)}); "
                       "using the built-in observation", file=sys.stderr)
             only_main_process()
@@ -331,7 +331,7 @@ def observation_factory(policy_dir):
         if model is not None:
             try:
                 return model.model_validate(data)
-            except Exception as exc:  # noqa: BLE001
+            except BaseException as exc:  # noqa: BLE001 - miner code may raise anything
                 print(f"kinitro-sandbox: rl_interface.Observation rejects the sample "
                       f"({describe(exc)}); using the built-in observation", file=sys.stderr)
         return SandboxObservation(data)

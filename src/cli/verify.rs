@@ -85,13 +85,13 @@ pub fn execute(
             .await
             .map_err(Failure::runtime)?;
         let report = verifier.verify(&target, &executor_id).await;
-        if args.store {
-            spot::post_report(&api_url, api_key.as_deref(), &report)
-                .await
-                .map_err(|e| Failure::runtime(format!("cannot store the report: {e}")))?;
-        }
-        Ok::<_, Failure>(report)
+        let stored = match args.store {
+            true => Some(spot::post_report(&api_url, api_key.as_deref(), &report).await),
+            false => None,
+        };
+        Ok::<_, Failure>((report, stored))
     })?;
+    let (report, stored) = report;
     if args.json {
         println!(
             "{}",
@@ -109,6 +109,9 @@ pub fn execute(
         if let Some(e) = &report.error {
             println!("error: {e}");
         }
+    }
+    if let Some(Err(e)) = stored {
+        return Err(Failure::runtime(format!("cannot store the report: {e}")));
     }
     match exit_code(report.outcome) {
         0 => Ok(()),

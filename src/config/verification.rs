@@ -48,13 +48,10 @@ pub struct VerificationConfig {
     pub hf_token: Option<String>,
 }
 
-/// `$XDG_CACHE_HOME/kinitro/verification`, else `~/.cache/kinitro/verification`.
+/// `$XDG_CACHE_HOME/kinitro/verification` (an absolute `XDG_CACHE_HOME` only), else
+/// `~/.cache/kinitro/verification`: never a shared temporary folder another user could prepare.
 fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("kinitro/verification")
+    super::xdg_dir("XDG_CACHE_HOME", ".cache").join("kinitro/verification")
 }
 
 impl VerificationConfig {
@@ -70,11 +67,12 @@ impl VerificationConfig {
                     "a number between 0.0 and 1.0",
                 )?
                 .unwrap_or(0.05),
+            // At 1 or more every comparison would pass.
             tolerance: env
                 .get_checked(
                     "VERIFICATION_TOLERANCE",
-                    |v: &f64| *v >= 0.0,
-                    "a non-negative number",
+                    |v: &f64| (0.0..1.0).contains(v),
+                    "a number ≥ 0 and < 1",
                 )?
                 .unwrap_or(0.001),
             samples: env

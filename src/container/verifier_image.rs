@@ -111,11 +111,7 @@ fn rel(path: &Path) -> String {
 
 /// `$XDG_CACHE_HOME/kinitro/verifier`, else `~/.cache/kinitro/verifier`.
 fn cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("kinitro/verifier")
+    crate::config::xdg_dir("XDG_CACHE_HOME", ".cache").join("kinitro/verifier")
 }
 
 /// The pip options that pick wheels for the image's interpreter and glibc, whichever Python runs

@@ -128,7 +128,8 @@ struct FailedRow {
     cycles_since: i64,
 }
 
-/// Of the given (hotkey, revision) pairs, those whose latest verification is a `mismatch` or
+/// Of the given (hotkey, revision) pairs, those whose latest conclusive verification (`unverifiable`
+/// says nothing about the miner, so it neither excludes nor lifts an exclusion) is a `mismatch` or
 /// `invalid`, with the number of cycles started since it was recorded.
 pub async fn failed(
     conn: &mut AsyncPgConnection,
@@ -144,6 +145,7 @@ pub async fn failed(
          FROM (SELECT DISTINCT ON (hotkey, revision) hotkey, revision, outcome, match_score, error, created_at \
                FROM verifications \
                WHERE (hotkey, revision) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
+                 AND outcome <> 'unverifiable' \
                ORDER BY hotkey, revision, id DESC) v \
          WHERE v.outcome IN ('mismatch', 'invalid')",
     )

@@ -60,6 +60,51 @@ pub fn public(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether the guard admits `ip`: public, or loopback when `allow_loopback` (the verification
+/// Hub in tests, docs/verification.md §2).
+pub fn admitted(ip: IpAddr, allow_loopback: bool) -> bool {
+    public(ip) || (allow_loopback && ip.to_canonical().is_loopback())
+}
+
+/// awc's resolver with the guard: resolves a host (within [`RESOLVE_TIMEOUT`]) and refuses it when
+/// any answer is not [`admitted`], so a connection only ever reaches addresses checked here (a DNS
+/// answer that changes after an earlier check cannot reach inward).
+pub struct GuardedResolver {
+    /// Admit loopback answers too.
+    pub allow_loopback: bool,
+}
+
+impl actix_tls::connect::Resolve for GuardedResolver {
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures_util::future::LocalBoxFuture<
+        'a,
+        Result<Vec<std::net::SocketAddr>, Box<dyn std::error::Error>>,
+    > {
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
+                    .await
+                    .map_err(|_| format!("cannot resolve {host}: timeout"))??
+                    .collect();
+            if let Some(bad) = addrs
+                .iter()
+                .find(|a| !admitted(a.ip(), self.allow_loopback))
+            {
+                return Err(
+                    format!("{host} resolves to a non-public address ({})", bad.ip()).into(),
+                );
+            }
+            if addrs.is_empty() {
+                return Err(format!("cannot resolve {host}: no address").into());
+            }
+            Ok(addrs)
+        })
+    }
+}
+
 /// Checks a miner endpoint before an episode; the error is the episode's miner-failure string.
 pub async fn check_endpoint(endpoint: &str, allow_private: bool) -> Result<(), String> {
     let url = url::Url::parse(endpoint)

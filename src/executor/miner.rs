@@ -36,6 +36,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::arrival::{Arrival, StampingConnector};
+use super::guard::GuardedResolver;
 use crate::sim::action::Action;
 
 /// The `/reset` response cap.
@@ -94,7 +95,9 @@ impl MinerClient {
         let resolver = if allow_private {
             actix_tls::connect::Resolver::default()
         } else {
-            actix_tls::connect::Resolver::custom(GuardedResolver)
+            actix_tls::connect::Resolver::custom(GuardedResolver {
+                allow_loopback: false,
+            })
         };
         // No connection cap: the pool's slots already bound the connections (one per episode), and
         // awc's default of 100 would queue episodes of a pool with more slots. The TLS handshake
@@ -184,28 +187,6 @@ fn fresh(since: Instant) -> bool {
     since.elapsed() < REUSE_WITHIN
 }
 
-/// Resolves a miner host and refuses it when any answer is non-public (docs/executor.md §8).
-pub struct GuardedResolver;
-
-impl actix_tls::connect::Resolve for GuardedResolver {
-    fn lookup<'a>(
-        &'a self,
-        host: &'a str,
-        port: u16,
-    ) -> LocalBoxFuture<'a, Result<Vec<std::net::SocketAddr>, Box<dyn std::error::Error>>> {
-        Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host, port)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| !super::guard::public(a.ip())) {
-                return Err(
-                    format!("{host} resolves to a non-public address ({})", bad.ip()).into(),
-                );
-            }
-            Ok(addrs)
-        })
-    }
-}
-
 /// One episode's calls to its miner: the request heads, built once, and the connection kept
 /// between calls (back to the client's idle set when the episode ends).
 pub struct MinerCalls {
@@ -285,6 +266,22 @@ impl MinerCalls {
         limit: usize,
         t: u32,
     ) -> Result<(Action, Duration), String> {
+        let (action, rt) = self.act_value(body, timeout, limit, t).await?;
+        Action::from_json(&action)
+            .map(|a| (a, rt))
+            .map_err(|d| format!("Miner action failed at step {t}: invalid action: {d}"))
+    }
+
+    /// `POST /act` at step `t`; returns the reply's non-null `action` member as sent and the round
+    /// trip (verification compares it as upstream did, docs/verification.md §2), or the error
+    /// string.
+    pub async fn act_value(
+        &mut self,
+        body: bytes::Bytes,
+        timeout: f64,
+        limit: usize,
+        t: u32,
+    ) -> Result<(Value, Duration), String> {
         let budget = Duration::from_secs_f64(timeout);
         let head = self.act.clone();
         let (value, rt) = match self.call(&head, body, budget, limit).await {
@@ -299,9 +296,7 @@ impl MinerCalls {
         };
         match reply.remove("action") {
             None | Some(Value::Null) => Err(format!("Miner returned no action at step {t}")),
-            Some(a) => Action::from_json(&a)
-                .map(|a| (a, rt))
-                .map_err(|d| format!("Miner action failed at step {t}: invalid action: {d}")),
+            Some(a) => Ok((a, rt)),
         }
     }
 
@@ -883,7 +878,12 @@ mod tests {
 
     #[actix_web::test]
     async fn the_connector_resolves_only_to_public_addresses() {
-        let err = GuardedResolver.lookup("localhost", 80).await.unwrap_err();
+        let err = GuardedResolver {
+            allow_loopback: false,
+        }
+        .lookup("localhost", 80)
+        .await
+        .unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("localhost resolves to a non-public address"),

@@ -38,18 +38,19 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use awc::http::{header, StatusCode};
-use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use url::{Host, Url};
+
+use crate::executor::guard::{admitted, GuardedResolver};
 
 /// The Hub used when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -71,8 +72,6 @@ pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The largest listing answer read.
 const LISTING_LIMIT: usize = 8 << 20;
-/// Resolving a host name.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A temporary download folder this old belongs to no running download (they end within
 /// [`SNAPSHOT_TIMEOUT`]) and is removed by the cache trim.
 const STALE_PARTIAL: Duration = Duration::from_secs(3600);
@@ -439,44 +438,6 @@ fn redirect_rule(endpoint_scheme: &str, target: &Url) -> Result<(), String> {
         return Err(format!("redirect from https to http refused ({target})"));
     }
     Ok(())
-}
-
-/// Whether the guard admits an address for the Hub and its redirects.
-fn admitted(ip: IpAddr, allow_loopback: bool) -> bool {
-    crate::executor::guard::public(ip) || (allow_loopback && ip.to_canonical().is_loopback())
-}
-
-/// Resolves Hub hosts and refuses the lot when any answer is not admitted ([`admitted`]).
-struct GuardedResolver {
-    allow_loopback: bool,
-}
-
-impl actix_tls::connect::Resolve for GuardedResolver {
-    fn lookup<'a>(
-        &'a self,
-        host: &'a str,
-        port: u16,
-    ) -> LocalBoxFuture<'a, Result<Vec<SocketAddr>, Box<dyn std::error::Error>>> {
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
-                    .await
-                    .map_err(|_| format!("cannot resolve {host}: timeout"))??
-                    .collect();
-            if let Some(bad) = addrs
-                .iter()
-                .find(|a| !admitted(a.ip(), self.allow_loopback))
-            {
-                return Err(
-                    format!("{host} resolves to a non-public address ({})", bad.ip()).into(),
-                );
-            }
-            if addrs.is_empty() {
-                return Err(format!("cannot resolve {host}: no address").into());
-            }
-            Ok(addrs)
-        })
-    }
 }
 
 /// One verification's connection to the Hub.

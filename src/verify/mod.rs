@@ -56,6 +56,14 @@ impl Verifier {
             .map_err(|e| {
                 format!("verification needs a Docker engine (set DOCKER_HOST to reach one): {e}")
             })?;
+        let left = sandbox::remove_leftovers(
+            &engine,
+            Duration::from_secs_f64(config.timeout.0) + Duration::from_secs(600),
+        )
+        .await;
+        if left > 0 {
+            tracing::info!(removed = left, "removed leftover verification sandboxes");
+        }
         Ok(Self {
             config,
             engine,

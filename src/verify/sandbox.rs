@@ -93,6 +93,40 @@ enum ResultLine {
     },
 }
 
+/// Removes sandbox containers left behind by a process that died before removing its own: those
+/// stopped, and those created longer than `older_than` ago (no sandbox runs that long). A running
+/// sandbox of another executor on the same engine is left alone. Returns how many were removed.
+pub async fn remove_leftovers(engine: &Engine, older_than: Duration) -> usize {
+    let filters = HashMap::from([("label".to_string(), vec![SANDBOX_LABEL.to_string()])]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let Ok(list) = engine.docker.list_containers(Some(options)).await else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let mut removed = 0;
+    for c in list {
+        let stale = c.created.is_some_and(|t| now - t > older_than.as_secs() as i64);
+        let running = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
+        let Some(id) = c.id.filter(|_| stale || !running) else {
+            continue;
+        };
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if engine.docker.remove_container(&id, Some(options)).await.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Runs the policy of `snapshot` (a downloaded repository folder) on `observations` in a fresh
 /// sandbox container of `image` on `engine`, seeding sample i with `seeds[i]`; never fails, every
 /// problem is an outcome.
@@ -251,7 +285,8 @@ async fn run_container(
             }
         }
     };
-    let finished = tokio::time::timeout_at(deadline, read).await.is_ok()
+    let output_ended = tokio::time::timeout_at(deadline, read).await.is_ok();
+    let exited = output_ended
         && tokio::time::timeout_at(deadline + EXIT_GRACE, async {
             let mut wait = Box::pin(docker.wait_container(&id, None::<WaitContainerOptions>));
             // A nonzero exit arrives as an error; either way the container has stopped.
@@ -260,7 +295,7 @@ async fn run_container(
         .await
         .is_ok();
     feeder.abort();
-    if !finished {
+    if !exited {
         let _ = docker
             .kill_container(
                 &id,
@@ -271,10 +306,18 @@ async fn run_container(
                 ),
             )
             .await;
-        return SandboxOutcome::Invalid(format!(
-            "sandbox time limit ({} s) exceeded",
-            limits.timeout.as_secs_f64()
-        ));
+        // Output that ended in time without an exit is the engine's failure, not the miner's.
+        return if output_ended {
+            SandboxOutcome::Unverifiable(format!(
+                "the engine did not report the sandbox's exit within {} s of its output's end",
+                EXIT_GRACE.as_secs()
+            ))
+        } else {
+            SandboxOutcome::Invalid(format!(
+                "sandbox time limit ({} s) exceeded",
+                limits.timeout.as_secs_f64()
+            ))
+        };
     }
     if let Ok(Err(e)) = producer.await {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -332,6 +375,13 @@ fn create_body(image: &str, limits: &SandboxLimits) -> ContainerCreateBody {
             memory_swap: Some(limits.memory_bytes),
             nano_cpus: Some(limits.nano_cpus),
             pids_limit: Some(limits.pids),
+            // Each process's CPU time is bounded too, so a sandbox whose removal was missed (a
+            // killed executor) cannot burn a core for ever.
+            ulimits: Some(vec![bollard::models::ResourcesUlimits {
+                name: Some("cpu".into()),
+                soft: Some(limits.timeout.as_secs() as i64 + 1),
+                hard: Some(limits.timeout.as_secs() as i64 + 1),
+            }]),
             ..Default::default()
         }),
         ..Default::default()
