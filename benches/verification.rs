@@ -101,14 +101,24 @@ fn get_json(port: u16, path: &str) -> serde_json::Value {
 fn zero_miner() -> (Killed, String) {
     let port = free_port();
     let child = Command::new(BIN)
-        .args(["miner", "serve", "--policy", "zero", "--port", &port.to_string()])
+        .args([
+            "miner",
+            "serve",
+            "--policy",
+            "zero",
+            "--port",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let start = Instant::now();
     while get_json(port, "/health").is_null() {
-        assert!(start.elapsed() < Duration::from_secs(30), "miner did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "miner did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     (Killed(child), format!("http://127.0.0.1:{port}"))
@@ -136,10 +146,17 @@ fn build_image() {
 
 /// Part 1: `runs` whole verifications, each into an empty cache; their wall times.
 fn one_verification(policy_dir: &Path, endpoint: &str, runs: usize) -> Vec<f64> {
-    let hub = FakeHub::start(vec![FakeRepo::new("bench/policy", &revision(0), policy_dir)]);
+    let hub = FakeHub::start(vec![FakeRepo::new(
+        "bench/policy",
+        &revision(0),
+        policy_dir,
+    )]);
     let pairs: Vec<(String, String)> = vec![
         ("KINITRO_EXECUTOR_VERIFICATION_IMAGE".into(), IMAGE.into()),
-        ("KINITRO_EXECUTOR_VERIFICATION_ALLOW_PRIVATE_HUB".into(), "true".into()),
+        (
+            "KINITRO_EXECUTOR_VERIFICATION_ALLOW_PRIVATE_HUB".into(),
+            "true".into(),
+        ),
         ("HF_ENDPOINT".into(), hub.url()),
     ];
     let mut times = Vec::new();
@@ -185,7 +202,10 @@ fn cycle(
     let port = free_port();
     let data = tempfile::tempdir_in(work).unwrap();
     // The managed PostgreSQL runs as the postgres user when root.
-    let _ = Command::new("chmod").args(["755"]).arg(data.path()).status();
+    let _ = Command::new("chmod")
+        .args(["755"])
+        .arg(data.path())
+        .status();
     let cache = data.path().join("cache");
     let child = Command::new(BIN)
         .args(["run", "--no-auth", "--port", &port.to_string()])
@@ -202,7 +222,10 @@ fn cycle(
             ("KINITRO_EXECUTOR_ALLOW_PRIVATE_ENDPOINTS", "true".into()),
             ("KINITRO_EXECUTOR_VERIFICATION_ENABLED", "true".into()),
             ("KINITRO_EXECUTOR_VERIFICATION_RATE", rate.to_string()),
-            ("KINITRO_EXECUTOR_VERIFICATION_ALLOW_PRIVATE_HUB", "true".into()),
+            (
+                "KINITRO_EXECUTOR_VERIFICATION_ALLOW_PRIVATE_HUB",
+                "true".into(),
+            ),
             ("KINITRO_EXECUTOR_VERIFICATION_IMAGE", IMAGE.into()),
             (
                 "KINITRO_EXECUTOR_VERIFICATION_CACHE_DIR",
@@ -230,10 +253,7 @@ fn cycle(
     let stored = get_json(port, "/v1/verifications?limit=500")["verifications"]
         .as_array()
         .map_or(0, Vec::len);
-    (
-        f64::from(u32::from(MINERS) * episodes) / duration,
-        stored,
-    )
+    (f64::from(u32::from(MINERS) * episodes) / duration, stored)
 }
 
 fn summary(xs: &[f64]) -> String {
@@ -259,7 +279,10 @@ fn main() {
     let (_miner, endpoint) = zero_miner();
 
     let times = one_verification(&policy_dir, &endpoint, 5);
-    println!("one verification (5 samples, empty cache, container start included): {} s; goal ≤ 10 s", summary(&times));
+    println!(
+        "one verification (5 samples, empty cache, container start included): {} s; goal ≤ 10 s",
+        summary(&times)
+    );
 
     let episodes: u32 = env_or("BENCH_EPISODES", "1").parse().unwrap();
     let steps: u32 = env_or("BENCH_STEPS", "100").parse().unwrap();
@@ -296,7 +319,11 @@ fn main() {
                 MINERS,
                 if images { "on" } else { "off" }
             );
-            if rate == 0.0 { off.push(eps) } else { on.push(eps) }
+            if rate == 0.0 {
+                off.push(eps)
+            } else {
+                on.push(eps)
+            }
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;

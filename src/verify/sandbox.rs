@@ -111,7 +111,9 @@ pub async fn remove_leftovers(engine: &Engine, older_than: Duration) -> usize {
         .as_secs() as i64;
     let mut removed = 0;
     for c in list {
-        let stale = c.created.is_some_and(|t| now - t > older_than.as_secs() as i64);
+        let stale = c
+            .created
+            .is_some_and(|t| now - t > older_than.as_secs() as i64);
         let running = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
         let Some(id) = c.id.filter(|_| stale || !running) else {
             continue;
@@ -120,7 +122,12 @@ pub async fn remove_leftovers(engine: &Engine, older_than: Duration) -> usize {
             .force(true)
             .v(true)
             .build();
-        if engine.docker.remove_container(&id, Some(options)).await.is_ok() {
+        if engine
+            .docker
+            .remove_container(&id, Some(options))
+            .await
+            .is_ok()
+        {
             removed += 1;
         }
     }
