@@ -460,18 +460,22 @@ async fn the_exclude_policy_holds_out_a_cheater_then_verifies_it_again() {
         FakeRepo::new("miner/honest", REV, policy("deterministic")),
         FakeRepo::new("miner/cheat", REV, policy("deterministic")),
         FakeRepo::new("miner/cheat", REV2, policy("deterministic")),
+        FakeRepo::new("miner/loop", REV, policy("loop")),
     ]);
     let (_honest, honest) = serve(&policy("deterministic"));
     let (_cheat, cheat) = serve(&policy("other"));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("miners.toml");
-    // uid 3's repository is not on the Hub: unverifiable, which never excludes.
+    // uid 3's repository is not on the Hub: unverifiable, which never excludes. uid 4 commits a
+    // policy that never answers: its sandbox runs into the time limit while the executor goes on
+    // evaluating, and it is invalid.
     miners_file(
         &file,
         &[
             (1, "miner/honest", REV, &honest),
             (2, "miner/cheat", REV, &cheat),
             (3, "miner/absent", REV, &honest),
+            (4, "miner/loop", REV, &honest),
         ],
     );
     let url = fresh_database().await;
@@ -506,6 +510,7 @@ async fn the_exclude_policy_holds_out_a_cheater_then_verifies_it_again() {
                 "KINITRO_EXECUTOR_VERIFICATION_CACHE_DIR",
                 cache.to_str().unwrap(),
             ),
+            ("KINITRO_EXECUTOR_VERIFICATION_TIMEOUT", "20"),
             ("HF_ENDPOINT", hub_url.as_str()),
         ])
         .stdout(Stdio::null())
@@ -569,6 +574,7 @@ async fn the_exclude_policy_holds_out_a_cheater_then_verifies_it_again() {
             (1, "miner/honest", REV, &honest),
             (2, "miner/cheat", REV2, &cheat),
             (3, "miner/absent", REV, &honest),
+            (4, "miner/loop", REV, &honest),
         ],
     );
     let s = wait_for(&url, 120, "uid 2 active at its new revision", |s| {
@@ -576,6 +582,20 @@ async fn the_exclude_policy_holds_out_a_cheater_then_verifies_it_again() {
             .any(|m| m.uid == 2 && m.revision.as_deref() == Some(REV2) && m.status == "active")
     })
     .await;
+    // The looping policy was stopped by the time limit and held out for it, while cycles went on.
+    let looping = wait_for(&url, 120, "the exclusion of uid 4", |s| {
+        s.iter().any(|m| m.uid == 4 && m.status == "excluded")
+    })
+    .await;
+    let reason = looping
+        .iter()
+        .find(|m| m.uid == 4 && m.status == "excluded")
+        .and_then(|m| m.status_reason.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("verification invalid (") && reason.contains("time limit"),
+        "{reason}"
+    );
     // The honest miner passed and the unverifiable one was never held out.
     assert!(
         s.iter()
