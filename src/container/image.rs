@@ -126,6 +126,16 @@ impl RootFs {
         );
     }
 
+    /// The passwd and group files naming root and `name` as `uid` (home `home`, no login shell).
+    pub(super) fn add_user(&mut self, name: &str, uid: u32, home: &str) {
+        self.add_data(
+            "etc/passwd",
+            &format!("root:x:0:0:root:/root:/usr/sbin/nologin\n{name}:x:{uid}:{uid}:{name}:{home}:/usr/sbin/nologin\n"),
+            0o644,
+        );
+        self.add_data("etc/group", &format!("root:x:0:\n{name}:x:{uid}:\n"), 0o644);
+    }
+
     /// A directory owned by `uid` (and the group of the same id).
     pub(super) fn add_owned_dir(&mut self, dest: &str, uid: u32, mode: u32) {
         self.owned.push((dest.to_string(), uid, mode));
@@ -394,18 +404,7 @@ pub(super) fn kinitro_root(binary: &Path, assets: &Path) -> Result<RootFs, Strin
     if certs.is_file() {
         fs.add_file("etc/ssl/certs/ca-certificates.crt", certs, 0o644)?;
     }
-    fs.add_data(
-        "etc/passwd",
-        &format!(
-            "root:x:0:0:root:/root:/usr/sbin/nologin\nkinitro:x:{USER_ID}:{USER_ID}:kinitro:/tmp:/usr/sbin/nologin\n"
-        ),
-        0o644,
-    );
-    fs.add_data(
-        "etc/group",
-        &format!("root:x:0:\nkinitro:x:{USER_ID}:\n"),
-        0o644,
-    );
+    fs.add_user("kinitro", USER_ID, "/tmp");
     fs.entries.insert("tmp".into(), Entry::Dir { mode: 0o1777 });
     fs.add_tree(ASSETS_DIR.trim_start_matches('/'), assets)?;
     Ok(fs)

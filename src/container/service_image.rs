@@ -73,22 +73,12 @@ fn add_postgres(fs: &mut RootFs) -> Result<u32, String> {
     Ok(version)
 }
 
-/// The passwd and group files naming `name` as `uid`.
-fn add_user(fs: &mut RootFs, name: &str, uid: u32, home: &str) {
-    fs.add_data(
-        "etc/passwd",
-        &format!("root:x:0:0:root:/root:/usr/sbin/nologin\n{name}:x:{uid}:{uid}:{name}:{home}:/usr/sbin/nologin\n"),
-        0o644,
-    );
-    fs.add_data("etc/group", &format!("root:x:0:\n{name}:x:{uid}:\n"), 0o644);
-}
-
 /// The runtime image: the environment image's root plus the PostgreSQL server (for `kinitro run`'s
 /// managed database), `kinitro` as the CMD and `kinitro healthcheck` as the HEALTHCHECK.
 pub(super) fn runtime(binary: &Path, assets: &Path) -> Result<(RootFs, String), String> {
     let mut fs = kinitro_root(binary, assets)?;
     let version = add_postgres(&mut fs)?;
-    add_user(&mut fs, "kinitro", USER_ID, KINITRO_HOME);
+    fs.add_user("kinitro", USER_ID, KINITRO_HOME);
     let home = KINITRO_HOME.trim_start_matches('/');
     fs.add_owned_dir(home, USER_ID, 0o755);
     fs.add_owned_dir(&format!("{home}/data"), USER_ID, 0o700);
@@ -152,7 +142,7 @@ pub(super) fn postgres() -> Result<(RootFs, String), String> {
         ENTRYPOINT,
         0o755,
     );
-    add_user(&mut fs, "postgres", POSTGRES_USER_ID, "/var/lib/postgresql");
+    fs.add_user("postgres", POSTGRES_USER_ID, "/var/lib/postgresql");
     fs.add_owned_dir("var/lib/postgresql", POSTGRES_USER_ID, 0o755);
     fs.add_owned_dir(PGDATA.trim_start_matches('/'), POSTGRES_USER_ID, 0o700);
     fs.add_owned_dir("var/run/postgresql", POSTGRES_USER_ID, 0o2775);

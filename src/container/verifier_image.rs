@@ -368,18 +368,7 @@ pub(super) fn verifier(packages: &[String]) -> Result<(RootFs, String), String> 
     )?;
 
     fs.add_data(SANDBOX_PATH.trim_start_matches('/'), SANDBOX_PY, 0o644);
-    fs.add_data(
-        "etc/passwd",
-        &format!(
-            "root:x:0:0:root:/root:/usr/sbin/nologin\nkinitro:x:{USER_ID}:{USER_ID}:kinitro:/tmp:/usr/sbin/nologin\n"
-        ),
-        0o644,
-    );
-    fs.add_data(
-        "etc/group",
-        &format!("root:x:0:\nkinitro:x:{USER_ID}:\n"),
-        0o644,
-    );
+    fs.add_user("kinitro", USER_ID, "/tmp");
     fs.add_owned_dir("tmp", 0, 0o1777);
 
     let version = env!("CARGO_PKG_VERSION");
