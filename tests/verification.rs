@@ -622,4 +622,10 @@ async fn the_exclude_policy_holds_out_a_cheater_then_verifies_it_again() {
         .unwrap();
     assert_eq!(uid1["verification"]["outcome"], "passed", "{miners}");
     assert_eq!(uid1["verification"]["match_score"], 1.0);
+    // And so does the dashboard's miner page.
+    let page = http(port, "GET", "/miners/1", &[], None).body;
+    assert!(
+        page.contains("passed (match 1.000) at revision 0123456789ab"),
+        "{page}"
+    );
 }

@@ -339,6 +339,22 @@ pub async fn leaderboard(state: web::Data<AppState>, query: web::Query<SortQuery
     page("Leaderboard", "/leaderboard", &body, false)
 }
 
+/// A miner's latest verification in words (docs/verification.md §3): `passed (match 1.000) at
+/// revision 0123456789ab, 2026-12-03T…`, or `not verified`.
+fn verification_text(v: Option<&crate::wire::MinerVerification>) -> String {
+    match v {
+        None => "not verified".into(),
+        Some(v) => format!(
+            "{}{} at revision {}, {}",
+            v.outcome.as_str(),
+            v.match_score
+                .map_or(String::new(), |m| format!(" (match {m:.3})")),
+            v.revision.get(..12).unwrap_or(&v.revision),
+            v.checked_at
+        ),
+    }
+}
+
 /// `GET /miners/{uid}`: one miner's rates over the last cycles, the subsets it won, who dominates
 /// it, and its latest errors.
 pub async fn miner(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
@@ -374,13 +390,15 @@ pub async fn miner(state: web::Data<AppState>, path: web::Path<String>) -> HttpR
                 "<table id=\"identity\"><tr><th class=\"l\">hotkey</th><td class=\"l\">{}</td></tr>\
                  <tr><th class=\"l\">repo</th><td class=\"l repo\">{}</td></tr><tr><th class=\"l\">revision</th><td class=\"l\">{}</td></tr>\
                  <tr><th class=\"l\">first commit</th><td>{}</td></tr><tr><th class=\"l\">status</th><td class=\"l\" id=\"status\">{}</td></tr>\
-                 <tr><th class=\"l\">reason</th><td class=\"l\">{}</td></tr></table>",
+                 <tr><th class=\"l\">reason</th><td class=\"l\">{}</td></tr>\
+                 <tr><th class=\"l\">verification</th><td class=\"l\" id=\"verification\">{}</td></tr></table>",
                 esc(&m.hotkey),
                 esc(m.repo.as_deref().unwrap_or("–")),
                 esc(m.revision.as_deref().unwrap_or("–")),
                 m.commit_block.map_or("–".into(), |b| b.to_string()),
                 esc(&m.status),
                 esc(m.status_reason.as_deref().unwrap_or("")),
+                esc(&verification_text(m.verification.as_ref())),
             );
         }
         None => body.push_str("<p class=\"muted\">Not in the latest registry snapshot.</p>"),
