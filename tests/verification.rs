@@ -142,6 +142,31 @@ fn the_committed_policy_passes_and_another_does_not_in_both_sample_modes() {
 }
 
 #[test]
+fn a_missing_sandbox_image_is_a_failure_of_the_command() {
+    let o = kinitro(
+        &[
+            "verify",
+            "--repo",
+            "miner/x",
+            "--revision",
+            REV,
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ],
+        &[(
+            "KINITRO_EXECUTOR_VERIFICATION_IMAGE",
+            "kinitro-test/absent:v0",
+        )],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("kinitro env build verifier --tag kinitro-test/absent:v0"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn a_stochastic_policy_cannot_pass() {
     let hub = FakeHub::start(vec![FakeRepo::new("miner/sto", REV, policy("stochastic"))]);
     let (_p, endpoint) = serve(&policy("stochastic"));

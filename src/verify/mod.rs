@@ -46,7 +46,8 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Connects to the local Docker engine (`DOCKER_HOST`); verification cannot run without one.
+    /// Connects to the local Docker engine (`DOCKER_HOST`) and checks that the sandbox image is
+    /// there; verification cannot run without either, so both are start-up errors.
     pub async fn connect(
         config: VerificationConfig,
         allow_private_endpoints: bool,
@@ -56,6 +57,18 @@ impl Verifier {
             .map_err(|e| {
                 format!("verification needs a Docker engine (set DOCKER_HOST to reach one): {e}")
             })?;
+        if let Err(e) = engine.docker.inspect_image(&config.image).await {
+            return Err(format!(
+                "the verification image {} is not on {} ({e}): build it with `kinitro env build verifier{}`",
+                config.image,
+                engine.uri,
+                if config.image == crate::config::verification::DEFAULT_IMAGE {
+                    String::new()
+                } else {
+                    format!(" --tag {}", config.image)
+                }
+            ));
+        }
         let left = sandbox::remove_leftovers(
             &engine,
             Duration::from_secs_f64(config.timeout.0) + Duration::from_secs(600),
