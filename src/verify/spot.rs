@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use kinitro_actors::tasks::TaskResult;
 use rand::Rng;
 use tokio::sync::{mpsc, Semaphore};
@@ -109,7 +110,20 @@ impl Spotter {
                             this.clone(),
                         );
                         actix_rt::spawn(async move {
-                            let report = verifier.verify(&target, &id).await;
+                            // A panic (a bug) must not leave the pair `Running` for ever, which
+                            // would stop even the scheduler's `verify` requests from starting one.
+                            let verified =
+                                std::panic::AssertUnwindSafe(verifier.verify(&target, &id))
+                                    .catch_unwind()
+                                    .await;
+                            let Ok(report) = verified else {
+                                tracing::error!(event = "verification_panicked", uid = target.uid,
+                                    revision = %target.revision);
+                                if let Some(this) = this.upgrade() {
+                                    this.forget(&target);
+                                }
+                                return;
+                            };
                             tracing::info!(
                                 event = "verification_finished",
                                 uid = target.uid,
@@ -167,6 +181,14 @@ impl Spotter {
             result.verification_passed = *passed;
             result.verification_score = *score;
         }
+    }
+
+    /// Forgets a pair whose verification did not finish, so that a later task draws again.
+    fn forget(&self, target: &Target) {
+        self.pairs
+            .lock()
+            .unwrap()
+            .remove(&(target.uid, target.revision.clone()));
     }
 
     fn finished(&self, target: &Target, report: &VerificationReport) {
