@@ -320,7 +320,7 @@ async fn reports_are_stored_listed_and_counted_through_the_api() {
         &[
             ("KINITRO_EXECUTOR_API_URL", &base),
             ("KINITRO_EXECUTOR_API_KEY", KEY),
-            ("KINITRO_EXECUTOR_ID", "verifier-1"),
+            ("KINITRO_EXECUTOR_EXECUTOR_ID", "verifier-1"),
         ],
     );
     assert_eq!(code, 0, "{r}");
@@ -347,7 +347,7 @@ async fn reports_are_stored_listed_and_counted_through_the_api() {
             ("KINITRO_EXECUTOR_VERIFICATION_IMAGE", image()),
             ("KINITRO_EXECUTOR_API_URL", &base),
             ("KINITRO_EXECUTOR_API_KEY", KEY),
-            ("KINITRO_EXECUTOR_ID", "verifier-1"),
+            ("KINITRO_EXECUTOR_EXECUTOR_ID", "verifier-1"),
         ],
     );
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));

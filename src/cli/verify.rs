@@ -7,7 +7,7 @@
 use clap::Args;
 
 use super::{init_logging, CommandResult, Failure};
-use crate::config::verification::VerificationConfig;
+use crate::config::executor::{ExecutorConfig, ExecutorFlags};
 use crate::config::{Env, LogFormat, LogLevel};
 use crate::verify::{spot, Target, Verifier};
 use crate::wire::VerificationOutcome;
@@ -36,7 +36,8 @@ pub struct VerifyArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
-    /// Record the report through the API (KINITRO_EXECUTOR_API_URL, KINITRO_EXECUTOR_API_KEY)
+    /// Record the report through the API (KINITRO_EXECUTOR_API_URL, KINITRO_EXECUTOR_API_KEY,
+    /// KINITRO_EXECUTOR_EXECUTOR_ID)
     #[arg(long)]
     pub store: bool,
 }
@@ -63,16 +64,24 @@ pub fn execute(
         format.or(Some(LogFormat::Text)),
         Some(&env),
     )?;
-    let mut config = VerificationConfig::from_process()?;
+    // The executor's own settings, read once; only the default id differs from an executor's.
+    let flags = ExecutorFlags {
+        executor_id: env
+            .get::<String>("EXECUTOR_ID")?
+            .is_none()
+            .then(|| "kinitro-verify".to_string()),
+        ..ExecutorFlags::default()
+    };
+    let executor = ExecutorConfig::resolve(&flags, &env)?;
+    if args.store {
+        super::executor::check_api_url(&executor.api_url, executor.allow_insecure_api)?;
+    }
+    let mut config = executor.verification;
     if let Some(n) = args.samples {
         config.samples = n;
     }
-    let allow_private: bool = env.get("ALLOW_PRIVATE_ENDPOINTS")?.unwrap_or(false);
-    let api_url: String = env
-        .get("API_URL")?
-        .unwrap_or_else(|| "http://localhost:8000".into());
-    let api_key = env.secret("API_KEY", |_| true, "text")?;
-    let executor_id: String = env.get("ID")?.unwrap_or_else(|| "kinitro-verify".into());
+    let (api_url, api_key, executor_id) =
+        (executor.api_url, executor.api_key, executor.executor_id);
     let target = Target {
         uid: args.uid,
         hotkey: args.hotkey.clone(),
@@ -81,7 +90,7 @@ pub fn execute(
         endpoint: args.endpoint.clone(),
     };
     let report = actix_web::rt::System::new().block_on(async {
-        let verifier = Verifier::connect(config, allow_private)
+        let verifier = Verifier::connect(config, executor.allow_private_endpoints)
             .await
             .map_err(Failure::runtime)?;
         let report = verifier.verify(&target, &executor_id).await;

@@ -119,14 +119,6 @@ impl VerificationConfig {
         })
     }
 
-    /// The settings of this process (`KINITRO_EXECUTOR_*`, `HF_*`).
-    pub fn from_process() -> Result<Self, ConfigError> {
-        Self::resolve(
-            &Env::from_process(&["KINITRO_EXECUTOR_"]),
-            &Env::from_process(&["HF_"]),
-        )
-    }
-
     /// [`Self::max_repo_size_gb`] in bytes (GiB, as upstream counts).
     pub fn max_repo_bytes(&self) -> u64 {
         gb_to_bytes(self.max_repo_size_gb)

@@ -24,8 +24,6 @@ pub const SANDBOX_PY: &str = include_str!("../../deploy/verifier/sandbox.py");
 pub const SANDBOX_PATH: &str = "/usr/local/lib/kinitro/sandbox.py";
 /// The verifier's family name (tags and the `io.kinitro.family` label).
 pub const FAMILY: &str = "verifier";
-/// The default tag of `kinitro env build verifier` (and of `KINITRO_EXECUTOR_VERIFICATION_IMAGE`).
-pub const DEFAULT_TAG: &str = "kinitro/verifier:v1";
 /// The packages every verifier image has (the miner template's `rl_interface.py` imports both).
 pub const BASE_PACKAGES: [&str; 2] = ["numpy", "pydantic>=2,<3"];
 /// The interpreter the image is made of.
