@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 use kinitro::config::miner::PolicyKind;
 use kinitro::miner::policy::Policy;
 use kinitro::sim::action::Action;
+use kinitro::sim::batch::BatchCameras;
 use kinitro::sim::env::{Env, Scene, SimError};
+use kinitro::sim::mj::Sim;
 use kinitro::sim::rng::{EpisodeDraw, SimRng};
 use kinitro::sim::rollout::run_episode;
 use kinitro::sim::task::Task;
@@ -393,4 +395,176 @@ fn rendered_images_are_upright_and_per_episode() {
     e.reset(6).unwrap();
     let [other, _] = cams.render(e.sim()).unwrap();
     assert_ne!(corner, other);
+}
+
+/// Steps an environment with a deterministic, varied action so the arm and objects move.
+fn wander(e: &mut Env, steps: usize, phase: f32) {
+    for t in 0..steps {
+        let x = t as f32 * 0.15 + phase;
+        e.step([x.sin(), (1.3 * x).cos(), (0.7 * x).sin(), (2.0 * x).cos()])
+            .unwrap();
+    }
+}
+
+/// The images of `envs`' current data from the batched path (one call) and the per-frame path.
+fn both_paths(
+    envs: &mut [Env],
+    per_frame: &mut render::Cameras,
+    batched: &mut BatchCameras,
+) -> (Vec<[render::Image; 2]>, Vec<[render::Image; 2]>) {
+    let expected = envs
+        .iter_mut()
+        .map(|e| per_frame.render(e.sim()).unwrap())
+        .collect();
+    let mut sims: Vec<&mut Sim> = envs.iter_mut().map(Env::sim).collect();
+    (batched.render(&mut sims).unwrap(), expected)
+}
+
+#[test]
+fn batched_images_are_byte_identical_to_per_frame_images() {
+    for task in Task::ALL {
+        let model = &models()[task as usize];
+        let mut per_frame = render::Cameras::new(model).expect("EGL renderer");
+        let mut batched = BatchCameras::new(model).expect("EGL renderer");
+        // Episodes of several seeds, at different steps, interleaved in one pass.
+        let mut envs: Vec<Env> = (0..4u64)
+            .map(|i| {
+                let mut e = env(task);
+                e.reset(300 + i).unwrap();
+                e
+            })
+            .collect();
+        for round in 0..3 {
+            for (i, e) in envs.iter_mut().enumerate() {
+                wander(e, 5 + 9 * i + round, i as f32);
+            }
+            let (got, expected) = both_paths(&mut envs, &mut per_frame, &mut batched);
+            assert_eq!(got.len(), expected.len());
+            for (i, (got, expected)) in got.iter().zip(&expected).enumerate() {
+                for camera in 0..2 {
+                    let differing = got[camera]
+                        .iter()
+                        .zip(&expected[camera])
+                        .filter(|(a, b)| a != b)
+                        .count();
+                    assert_eq!(
+                        differing,
+                        0,
+                        "{task:?} round {round} episode {i} camera {}: {differing} bytes differ",
+                        render::CAMERAS[camera]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_batch_larger_than_one_pass_keeps_every_episode_s_images_in_order() {
+    let task = Task::PickPlace;
+    let model = &models()[task as usize];
+    let mut per_frame = render::Cameras::new(model).expect("EGL renderer");
+    let mut batched = BatchCameras::new(model).expect("EGL renderer");
+    let n = kinitro::sim::batch::PASS_EPISODES + 3;
+    let mut envs: Vec<Env> = (0..n as u64)
+        .map(|i| {
+            let mut e = env(task);
+            e.reset(500 + i).unwrap();
+            wander(&mut e, (i % 7) as usize, i as f32);
+            e
+        })
+        .collect();
+    let (got, expected) = both_paths(&mut envs, &mut per_frame, &mut batched);
+    assert!(
+        got == expected,
+        "a multi-pass batch differs from per-frame images"
+    );
+    // Distinct seeds give distinct goals: the images are not all one picture.
+    assert_ne!(got[0], got[n - 1]);
+}
+
+/// The camera images of an `/act` body, decoded.
+fn body_images(body: &[u8]) -> [Vec<u8>; 2] {
+    use base64::Engine;
+    let v: Value = serde_json::from_slice(body).unwrap();
+    render::CAMERAS.map(|name| {
+        let data = v["obs"]["rgb"][name]["data"].as_str().unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap()
+    })
+}
+
+#[test]
+fn an_episode_worker_s_batches_give_each_episode_its_own_images() {
+    use kinitro::executor::worker::{self, Job, ObsOptions};
+    use tokio::sync::oneshot;
+    let dir = kinitro::config::metaworld_assets_dir().unwrap();
+    let options = ObsOptions {
+        images: true,
+        privileged_state: false,
+    };
+    let jobs = worker::spawn(dir, options, "test-worker".into());
+    // Episodes of two tasks, all queued at once: the worker takes them in batches.
+    let episodes: Vec<(u64, Task)> = (0..6u64)
+        .map(|i| (i, [Task::Reach, Task::PickPlace][i as usize % 2]))
+        .collect();
+    let mut references: Vec<(Env, render::Cameras)> = episodes
+        .iter()
+        .map(|&(i, task)| {
+            let mut e = env(task);
+            e.reset(70 + i).unwrap();
+            (e, render::Cameras::new(&models()[task as usize]).unwrap())
+        })
+        .collect();
+    let answers: Vec<_> = episodes
+        .iter()
+        .map(|&(id, task)| {
+            let (reply, answer) = oneshot::channel();
+            jobs.send(Job::Reset {
+                id,
+                task,
+                sim_seed: 70 + id,
+                reply,
+            })
+            .unwrap();
+            answer
+        })
+        .collect();
+    for (step, answers) in [answers]
+        .into_iter()
+        .chain((1..3).map(|step| {
+            episodes
+                .iter()
+                .map(|&(id, _)| {
+                    let (reply, answer) = oneshot::channel();
+                    let action = [0.3 * step as f32, -0.2, 0.1 * id as f32, 1.0];
+                    jobs.send(Job::Step {
+                        id,
+                        action,
+                        observe: true,
+                        reply,
+                    })
+                    .unwrap();
+                    answer
+                })
+                .collect::<Vec<_>>()
+        }))
+        .enumerate()
+    {
+        for ((id, _), answer) in episodes.iter().zip(answers) {
+            let answer = answer.blocking_recv().unwrap().unwrap();
+            let (e, cams) = &mut references[*id as usize];
+            if step > 0 {
+                e.step([0.3 * step as f32, -0.2, 0.1 * *id as f32, 1.0])
+                    .unwrap();
+            }
+            let expected = cams.render(e.sim()).unwrap();
+            let got = body_images(&answer.body.unwrap());
+            assert!(
+                got == expected,
+                "episode {id} step {step}: the worker's images are not this episode's"
+            );
+        }
+    }
 }

@@ -13,6 +13,7 @@ use crate::container::image::{self, BuildRequest, Family};
 use crate::executor::worker::encode_observation;
 use crate::miner::policy::Policy;
 use crate::sim::action::Action;
+use crate::sim::batch::BatchCameras;
 use crate::sim::env::{Env, SimError};
 use crate::sim::rollout::{run_episode, EpisodeReport};
 use crate::sim::task::Task;
@@ -363,9 +364,11 @@ fn check_env(dir: &Path, task: Task, render_check: bool) -> Result<String, Strin
     let step_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut line = format!("reset {reset_ms:.2} ms, step {step_ms:.3} ms");
     if render_check {
-        let mut cams = render::Cameras::new(&model)?;
+        let mut cams = BatchCameras::new(&model)?;
         let t = Instant::now();
-        let images = cams.render(env.sim()).map_err(|e| format!("render: {e}"))?;
+        let images = cams
+            .render_one(env.sim())
+            .map_err(|e| format!("render: {e}"))?;
         if images
             .iter()
             .any(|i| i.len() != render::SIZE * render::SIZE * 3)
@@ -409,7 +412,7 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
     let model = assets::load(&dir, task.scene_file()).map_err(Failure::runtime)?;
     let mut env = Env::new(task, &model).map_err(|e| Failure::runtime(e.0))?;
     let mut cams = if o.images {
-        Some(render::Cameras::new(&model).map_err(Failure::runtime)?)
+        Some(BatchCameras::new(&model).map_err(Failure::runtime)?)
     } else {
         None
     };
@@ -454,7 +457,7 @@ fn test(env_id: &str, o: &TestOptions) -> CommandResult {
                 Some(cams) => {
                     let t = Instant::now();
                     let images = cams
-                        .render(env.sim())
+                        .render_one(env.sim())
                         .map_err(|e| SimError(format!("render: {e}")))?;
                     render_ms += t.elapsed().as_secs_f64() * 1e3;
                     renders += 1;

@@ -1,11 +1,13 @@
 //! A pool's episode worker (docs/executor.md §2): one OS thread doing all MuJoCo stepping,
-//! rendering and observation encoding of the pool's episodes, one job at a time in arrival order.
+//! rendering and observation encoding of the pool's episodes.
 //!
-//! It keeps one scene per env id (a compiled model shared by that env id's environments), idle
-//! environments for reuse, the environment of each episode in flight, and one renderer per env id,
-//! all created lazily.
+//! It takes half of the jobs queued as one batch: the physics of each in arrival order, then all
+//! the batch's observations, the images of each env id's in one rendering pass. It keeps one scene
+//! per env id (a compiled model shared by that env id's environments), idle environments for
+//! reuse, the environment of each episode in flight, and one batched renderer per env id, all
+//! created lazily.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -15,8 +17,9 @@ use base64::Engine;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::sim::batch::BatchCameras;
 use crate::sim::env::{Env, Scene, STATE_LEN};
-use crate::sim::render::{self, Cameras};
+use crate::sim::render;
 use crate::sim::task::Task;
 use crate::sim::{assets, env};
 
@@ -86,14 +89,33 @@ struct Worker {
     scenes: HashMap<Task, Rc<Scene>>,
     idle: HashMap<Task, Vec<Env>>,
     running: HashMap<u64, Env>,
-    cameras: HashMap<Task, Cameras>,
+    cameras: HashMap<Task, BatchCameras>,
 }
 
-/// Most answers held back while further steps are queued (images off).
-const HELD_ANSWERS: usize = 8;
+/// Most jobs taken into one batch, without and with images. A batch is half of the jobs queued
+/// (at least one, at most this): the other half keeps the worker busy while the miners answer the
+/// batch, so it does not wait for them as it would if it took every episode at once. Without
+/// images a step takes a fraction of a millisecond, and answering a batch at once wakes the
+/// pool's arbiter once per batch rather than once per step (fewer context switches, each of which
+/// evicts MuJoCo's data from the caches). With images a batch's observations are rendered in one
+/// pass per env id (docs/rendering.md §4).
+const BATCH_JOBS: [usize; 2] = [8, 16];
 
 /// An answer and where it goes.
 type Answered = (oneshot::Sender<Answer>, Answer);
+
+/// A reset or step whose physics is done and whose observation is still to be built.
+struct Observing {
+    reply: oneshot::Sender<Answer>,
+    id: u64,
+    env: Env,
+    state: [f64; STATE_LEN],
+    reward: f64,
+    success: bool,
+    physics_s: f64,
+    /// A reset's environment goes back to the idle set if its observation fails.
+    is_reset: bool,
+}
 
 /// Starts a worker thread; jobs go into the returned sender. The thread ends when every sender is
 /// dropped.
@@ -110,24 +132,22 @@ pub fn spawn(assets: PathBuf, options: ObsOptions, name: String) -> mpsc::Sender
                 running: HashMap::new(),
                 cameras: HashMap::new(),
             };
-            // Without images a step takes a fraction of a millisecond: its answer waits while
-            // further steps are queued (up to HELD_ANSWERS), so the pool's arbiter is woken once
-            // per batch rather than once per step: a third fewer context switches, each of which
-            // evicts MuJoCo's data from the caches. Answers never wait for a reset or a render.
-            let hold = if options.images { 1 } else { HELD_ANSWERS };
-            let mut held = Vec::with_capacity(hold);
-            let mut next = rx.recv().ok();
-            while let Some(job) = next.take() {
-                held.extend(w.handle(job));
-                next = rx.try_recv().ok();
-                let cheap_next = matches!(next, Some(Job::Step { .. } | Job::End { .. }));
-                if !cheap_next || held.len() >= hold {
-                    for (reply, answer) in held.drain(..) {
-                        let _ = reply.send(answer);
+            let cap = BATCH_JOBS[usize::from(options.images)];
+            let mut queued = VecDeque::new();
+            loop {
+                if queued.is_empty() {
+                    match rx.recv() {
+                        Ok(job) => queued.push_back(job),
+                        Err(_) => break,
                     }
                 }
-                if next.is_none() {
-                    next = rx.recv().ok();
+                queued.extend(rx.try_iter());
+                // Half of what is queued: the other half keeps the worker busy while the miners
+                // answer this batch.
+                let n = queued.len().div_ceil(2).min(cap);
+                let batch: Vec<Job> = queued.drain(..n).collect();
+                for (reply, answer) in w.handle_batch(batch) {
+                    let _ = reply.send(answer);
                 }
             }
         })
@@ -143,8 +163,8 @@ pub fn probe(assets: &std::path::Path, tasks: &[Task], images: bool) -> Result<(
         let mut e = Env::new(*task, &model).map_err(|e| e.0)?;
         e.reset(0).map_err(|e| e.0)?;
         if images {
-            Cameras::new(&model)
-                .and_then(|mut cams| cams.render(e.sim()))
+            BatchCameras::new(&model)
+                .and_then(|mut cams| cams.render(&mut [e.sim()]))
                 .map_err(|e| {
                     format!("offscreen rendering unavailable: {e} (set KINITRO_EXECUTOR_USE_IMAGES=false to run without images)")
                 })?;
@@ -154,28 +174,40 @@ pub fn probe(assets: &std::path::Path, tasks: &[Task], images: bool) -> Result<(
 }
 
 impl Worker {
-    /// Does one job; returns the answer to send, if the job has one.
-    fn handle(&mut self, job: Job) -> Option<Answered> {
-        match job {
-            Job::Reset {
-                id,
-                task,
-                sim_seed,
-                reply,
-            } => Some((reply, self.reset(id, task, sim_seed))),
-            Job::Step {
-                id,
-                action,
-                observe,
-                reply,
-            } => Some((reply, self.step(id, action, observe))),
-            Job::End { id } => {
-                if let Some(e) = self.running.remove(&id) {
-                    self.idle.entry(e.task()).or_default().push(e);
+    /// Does a batch of jobs in arrival order: the physics of each, then the observations of all
+    /// (one rendering pass per task), and returns the answers to send.
+    fn handle_batch(&mut self, jobs: Vec<Job>) -> Vec<Answered> {
+        let mut answered = Vec::with_capacity(jobs.len());
+        let mut observing = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job {
+                Job::Reset {
+                    id,
+                    task,
+                    sim_seed,
+                    reply,
+                } => match self.reset(id, task, sim_seed, reply) {
+                    Ok(o) => observing.push(o),
+                    Err(a) => answered.push(a),
+                },
+                Job::Step {
+                    id,
+                    action,
+                    observe,
+                    reply,
+                } => match self.step(id, action, observe, reply) {
+                    Ok(o) => observing.push(o),
+                    Err(a) => answered.push(a),
+                },
+                Job::End { id } => {
+                    if let Some(e) = self.running.remove(&id) {
+                        self.idle.entry(e.task()).or_default().push(e);
+                    }
                 }
-                None
             }
         }
+        answered.extend(self.observe_all(observing));
+        answered
     }
 
     fn env_for(&mut self, task: Task) -> Result<Env, SimFailure> {
@@ -195,97 +227,176 @@ impl Worker {
         Env::on_scene(task, scene).map_err(|e| format!("Simulator error: {e}"))
     }
 
-    fn reset(&mut self, id: u64, task: Task, sim_seed: u64) -> Answer {
-        let mut e = self.env_for(task)?;
+    /// A reset's physics; its observation follows in [`Self::observe_all`].
+    fn reset(
+        &mut self,
+        id: u64,
+        task: Task,
+        sim_seed: u64,
+        reply: oneshot::Sender<Answer>,
+    ) -> Result<Observing, Answered> {
+        let mut env = match self.env_for(task) {
+            Ok(e) => e,
+            Err(err) => return Err((reply, Err(err))),
+        };
         let t = Instant::now();
-        let reset = e.reset(sim_seed);
-        let physics = t.elapsed().as_secs_f64();
-        let state = match reset {
-            Ok(s) => s,
+        let reset = env.reset(sim_seed);
+        let physics_s = t.elapsed().as_secs_f64();
+        match reset {
+            Ok(state) => Ok(Observing {
+                reply,
+                id,
+                env,
+                state,
+                reward: 0.0,
+                success: false,
+                physics_s,
+                is_reset: true,
+            }),
             Err(err) => {
-                self.idle.entry(task).or_default().push(e);
-                return Err(format!("Simulator error: {err}"));
+                self.idle.entry(task).or_default().push(env);
+                Err((reply, Err(format!("Simulator error: {err}"))))
             }
-        };
-        let (body, render_s, encode_s) = match self.observe(&mut e, &state) {
-            Ok(v) => v,
-            Err(err) => {
-                self.idle.entry(task).or_default().push(e);
-                return Err(err);
-            }
-        };
-        self.running.insert(id, e);
-        Ok(SimAnswer {
-            reward: 0.0,
-            success: false,
-            body: Some(body),
-            timings: [physics, render_s, encode_s],
-        })
+        }
     }
 
-    fn step(&mut self, id: u64, action: [f32; 4], observe: bool) -> Answer {
-        let mut e = self
-            .running
-            .remove(&id)
-            .ok_or_else(|| format!("Executor error: episode {id} is not running"))?;
+    /// A step's physics; answered at once unless it wants an observation.
+    fn step(
+        &mut self,
+        id: u64,
+        action: [f32; 4],
+        observe: bool,
+        reply: oneshot::Sender<Answer>,
+    ) -> Result<Observing, Answered> {
+        let Some(mut env) = self.running.remove(&id) else {
+            return Err((
+                reply,
+                Err(format!("Executor error: episode {id} is not running")),
+            ));
+        };
         let t = Instant::now();
-        let stepped = e.step(action);
-        let physics = t.elapsed().as_secs_f64();
-        let result = match stepped {
-            Err(err) => Err(format!("Simulator error: {err}")),
-            Ok((state, outcome)) => {
-                let observed = if observe {
-                    self.observe(&mut e, &state).map(Some)
-                } else {
-                    Ok(None)
-                };
-                observed.map(|o| {
-                    let (body, render_s, encode_s) =
-                        o.map_or((None, 0.0, 0.0), |(b, r, c)| (Some(b), r, c));
-                    SimAnswer {
+        let stepped = env.step(action);
+        let physics_s = t.elapsed().as_secs_f64();
+        match stepped {
+            Ok((state, outcome)) if observe => Ok(Observing {
+                reply,
+                id,
+                env,
+                state,
+                reward: outcome.reward,
+                success: outcome.success,
+                physics_s,
+                is_reset: false,
+            }),
+            stepped => {
+                self.running.insert(id, env);
+                let answer = stepped
+                    .map(|(_, outcome)| SimAnswer {
                         reward: outcome.reward,
                         success: outcome.success,
-                        body,
-                        timings: [physics, render_s, encode_s],
-                    }
-                })
+                        body: None,
+                        timings: [physics_s, 0.0, 0.0],
+                    })
+                    .map_err(|err| format!("Simulator error: {err}"));
+                Err((reply, answer))
             }
-        };
-        self.running.insert(id, e);
-        result
+        }
     }
 
-    /// The `/act` body for the environment's current data: `(body, render s, encode s)`.
-    fn observe(
-        &mut self,
-        e: &mut Env,
-        state: &[f64; STATE_LEN],
-    ) -> Result<(bytes::Bytes, f64, f64), SimFailure> {
-        let t = Instant::now();
-        let images = if self.options.images {
-            let task = e.task();
-            if !self.cameras.contains_key(&task) {
-                let scene = self
-                    .scenes
-                    .get(&task)
-                    .ok_or("Render error: scene not loaded")?;
-                let cams =
-                    Cameras::new(scene.model()).map_err(|err| format!("Render error: {err}"))?;
-                self.cameras.insert(task, cams);
+    /// Builds the observations of a batch — with images, each task's in one rendering pass, its
+    /// time shared equally — and answers them.
+    fn observe_all(&mut self, mut observing: Vec<Observing>) -> Vec<Answered> {
+        let mut images: Vec<Result<Option<[render::Image; 2]>, SimFailure>> =
+            observing.iter().map(|_| Ok(None)).collect();
+        let mut render_s = vec![0.0; observing.len()];
+        if self.options.images {
+            let mut tasks: Vec<Task> = Vec::new();
+            for o in &observing {
+                if !tasks.contains(&o.env.task()) {
+                    tasks.push(o.env.task());
+                }
             }
-            let cams = self.cameras.get_mut(&task).expect("inserted above");
-            let images = cams
-                .render(e.sim())
-                .map_err(|err| format!("Render error: {err}"))?;
-            Some(images)
-        } else {
-            None
-        };
-        let render_s = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let privileged = self.options.privileged_state.then_some(&state[..]);
-        let body = encode_observation(&e.proprio(), images.as_ref(), privileged)?;
-        Ok((body.into(), render_s, t.elapsed().as_secs_f64()))
+            for task in tasks {
+                let members: Vec<usize> = (0..observing.len())
+                    .filter(|&i| observing[i].env.task() == task)
+                    .collect();
+                let t = Instant::now();
+                let rendered = self.render_pass(task, &mut observing, &members);
+                let share = t.elapsed().as_secs_f64() / members.len() as f64;
+                match rendered {
+                    Ok(pass) => {
+                        for (&i, pair) in members.iter().zip(pass) {
+                            images[i] = Ok(Some(pair));
+                            render_s[i] = share;
+                        }
+                    }
+                    Err(err) => {
+                        for &i in &members {
+                            images[i] = Err(err.clone());
+                        }
+                    }
+                }
+            }
+        }
+        observing
+            .into_iter()
+            .zip(images.into_iter().zip(render_s))
+            .map(|(o, (images, render_s))| {
+                let t = Instant::now();
+                let body = images.and_then(|images| {
+                    let privileged = self.options.privileged_state.then_some(&o.state[..]);
+                    encode_observation(&o.env.proprio(), images.as_ref(), privileged)
+                });
+                let encode_s = t.elapsed().as_secs_f64();
+                let answer = match body {
+                    Ok(body) => {
+                        self.running.insert(o.id, o.env);
+                        Ok(SimAnswer {
+                            reward: o.reward,
+                            success: o.success,
+                            body: Some(body.into()),
+                            timings: [o.physics_s, render_s, encode_s],
+                        })
+                    }
+                    Err(err) => {
+                        if o.is_reset {
+                            self.idle.entry(o.env.task()).or_default().push(o.env);
+                        } else {
+                            self.running.insert(o.id, o.env);
+                        }
+                        Err(err)
+                    }
+                };
+                (o.reply, answer)
+            })
+            .collect()
+    }
+
+    /// Renders the observations `members` of `observing` (all of `task`) in one pass.
+    fn render_pass(
+        &mut self,
+        task: Task,
+        observing: &mut [Observing],
+        members: &[usize],
+    ) -> Result<Vec<[render::Image; 2]>, SimFailure> {
+        if !self.cameras.contains_key(&task) {
+            let scene = self
+                .scenes
+                .get(&task)
+                .ok_or("Render error: scene not loaded")?;
+            let cams =
+                BatchCameras::new(scene.model()).map_err(|err| format!("Render error: {err}"))?;
+            self.cameras.insert(task, cams);
+        }
+        let cams = self.cameras.get_mut(&task).expect("inserted above");
+        let mut sims: Vec<&mut crate::sim::mj::Sim> = observing
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| members.contains(i))
+            .map(|(_, o)| o.env.sim())
+            .collect();
+        cams.render(&mut sims)
+            .map_err(|err| format!("Render error: {err}"))
     }
 }
 

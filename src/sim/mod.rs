@@ -3,6 +3,8 @@
 
 pub mod action;
 pub mod assets;
+pub mod batch;
+pub mod egl;
 pub mod env;
 pub mod expert;
 pub mod mj;

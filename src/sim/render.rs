@@ -19,6 +19,19 @@ pub const CAMERAS: [&str; 2] = ["corner", "corner2"];
 /// One RGB image, `SIZE × SIZE × 3` bytes, row 0 = top of the upright image.
 pub type Image = Vec<u8>;
 
+/// A copy of `model` with shadows and multisampling off and an offscreen buffer of exactly
+/// 84×84: the settings that make software GL fast, shared by both renderers.
+pub fn tuned_model(model: &MjModel) -> MjModel {
+    let mut tuned = model.clone();
+    // SAFETY: only visual settings of a private copy change.
+    let vis = unsafe { &mut tuned.ffi_mut().vis };
+    vis.quality.shadowsize = 0;
+    vis.quality.offsamples = 0;
+    vis.global.offwidth = SIZE as i32;
+    vis.global.offheight = SIZE as i32;
+    tuned
+}
+
 /// A renderer for one scene and its two cameras.
 pub struct Cameras {
     renderer: MjRenderer,
@@ -29,13 +42,7 @@ impl Cameras {
     /// A renderer for `model`'s scene: a copy of the model with shadows and multisampling off and
     /// an offscreen buffer of exactly 84×84 (the settings that make software GL fast).
     pub fn new(model: &MjModel) -> Result<Self, String> {
-        let mut tuned = model.clone();
-        // SAFETY: only visual settings of a private copy change.
-        let vis = unsafe { &mut tuned.ffi_mut().vis };
-        vis.quality.shadowsize = 0;
-        vis.quality.offsamples = 0;
-        vis.global.offwidth = SIZE as i32;
-        vis.global.offheight = SIZE as i32;
+        let tuned = tuned_model(model);
         let ids = [
             tuned.name_to_id(Obj::mjOBJ_CAMERA, CAMERAS[0]),
             tuned.name_to_id(Obj::mjOBJ_CAMERA, CAMERAS[1]),
