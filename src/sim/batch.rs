@@ -25,7 +25,8 @@ const COLUMNS: usize = 8;
 pub const PASS_EPISODES: usize = 32;
 /// Atlas rows.
 const ROWS: usize = PASS_EPISODES * CAMERAS.len() / COLUMNS;
-/// Extra scene geoms beyond the model's own, as many as mujoco-rs' renderer (the per-frame path) allows.
+/// Extra scene geoms beyond the model's own, as many as the per-frame path (mujoco-rs' renderer)
+/// allows.
 const EXTRA_GEOMS: usize = 100;
 
 /// A batched renderer for one task's scene and its two cameras.
