@@ -22,8 +22,8 @@ use kinitro::sim::render::Cameras;
 use kinitro::sim::task::Task;
 use kinitro::sim::{assets, render};
 
-/// The worker's batch with images on (`BATCH_JOBS` in src/executor/worker.rs).
-const WORKER_BATCH: usize = 16;
+/// The episode worker's largest batch with images on.
+const WORKER_BATCH: usize = kinitro::executor::worker::BATCH_JOBS[1];
 
 fn var(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())

@@ -99,7 +99,7 @@ struct Worker {
 /// pool's arbiter once per batch rather than once per step (fewer context switches, each of which
 /// evicts MuJoCo's data from the caches). With images a batch's observations are rendered in one
 /// pass per env id (docs/rendering.md §4).
-const BATCH_JOBS: [usize; 2] = [8, 16];
+pub const BATCH_JOBS: [usize; 2] = [8, 16];
 
 /// An answer and where it goes.
 type Answered = (oneshot::Sender<Answer>, Answer);
@@ -164,7 +164,7 @@ pub fn probe(assets: &std::path::Path, tasks: &[Task], images: bool) -> Result<(
         e.reset(0).map_err(|e| e.0)?;
         if images {
             BatchCameras::new(&model)
-                .and_then(|mut cams| cams.render(&mut [e.sim()]))
+                .and_then(|mut cams| cams.render_one(e.sim()))
                 .map_err(|e| {
                     format!("offscreen rendering unavailable: {e} (set KINITRO_EXECUTOR_USE_IMAGES=false to run without images)")
                 })?;
@@ -310,16 +310,15 @@ impl Worker {
             observing.iter().map(|_| Ok(None)).collect();
         let mut render_s = vec![0.0; observing.len()];
         if self.options.images {
-            let mut tasks: Vec<Task> = Vec::new();
-            for o in &observing {
-                if !tasks.contains(&o.env.task()) {
-                    tasks.push(o.env.task());
+            // The batch's observations by env id, in order of first appearance.
+            let mut groups: Vec<(Task, Vec<usize>)> = Vec::new();
+            for (i, o) in observing.iter().enumerate() {
+                match groups.iter_mut().find(|(task, _)| *task == o.env.task()) {
+                    Some((_, members)) => members.push(i),
+                    None => groups.push((o.env.task(), vec![i])),
                 }
             }
-            for task in tasks {
-                let members: Vec<usize> = (0..observing.len())
-                    .filter(|&i| observing[i].env.task() == task)
-                    .collect();
+            for (task, members) in groups {
                 let t = Instant::now();
                 let rendered = self.render_pass(task, &mut observing, &members);
                 let share = t.elapsed().as_secs_f64() / members.len() as f64;
