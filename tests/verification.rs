@@ -654,3 +654,48 @@ async fn the_exclude_policy_holds_out_a_cheater_then_verifies_it_again() {
         "{page}"
     );
 }
+
+/// A verifier's start-up sweep removes only old sandboxes: a young one that is merely created (or
+/// exited) may be another live verifier's, about to start (or be inspected), and removing it
+/// would kill that run.
+#[tokio::test]
+async fn the_leftover_sweep_spares_a_young_sandbox_of_another_verifier() {
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
+    };
+    use kinitro::verify::sandbox::{remove_leftovers, SANDBOX_LABEL};
+    let engine = kinitro::container::connect("localhost", 30).await.unwrap();
+    let name = format!("kinitro-test-sweep-{}", std::process::id());
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(image().to_string()),
+        labels: Some(std::collections::HashMap::from([(
+            SANDBOX_LABEL.to_string(),
+            "sandbox".to_string(),
+        )])),
+        ..Default::default()
+    };
+    let created = engine
+        .docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await
+        .unwrap();
+    remove_leftovers(&engine, Duration::from_secs(600)).await;
+    let spared = engine
+        .docker
+        .inspect_container(&created.id, None::<InspectContainerOptions>)
+        .await
+        .is_ok();
+    // (Sweeping old ones is not exercised here: a zero bound would also remove the sandboxes of
+    // the tests running beside this one.)
+    let _ = engine
+        .docker
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+    assert!(spared, "a young created sandbox was swept");
+}

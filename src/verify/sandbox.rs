@@ -94,8 +94,10 @@ enum ResultLine {
 }
 
 /// Removes sandbox containers left behind by a process that died before removing its own: those
-/// stopped, and those created longer than `older_than` ago (no sandbox runs that long). A running
-/// sandbox of another executor on the same engine is left alone. Returns how many were removed.
+/// created longer than `older_than` ago, whatever their state (a live owner removes its sandbox
+/// well within that). A younger one may belong to a live verifier on the same engine, even when
+/// it is not running — just created and about to start, or exited and about to be inspected — so
+/// it is left alone: removing it would kill that verifier's run. Returns how many were removed.
 pub async fn remove_leftovers(engine: &Engine, older_than: Duration) -> usize {
     let filters = HashMap::from([("label".to_string(), vec![SANDBOX_LABEL.to_string()])]);
     let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
@@ -114,8 +116,7 @@ pub async fn remove_leftovers(engine: &Engine, older_than: Duration) -> usize {
         let stale = c
             .created
             .is_some_and(|t| now - t > older_than.as_secs() as i64);
-        let running = c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
-        let Some(id) = c.id.filter(|_| stale || !running) else {
+        let Some(id) = c.id.filter(|_| stale) else {
             continue;
         };
         let options = RemoveContainerOptionsBuilder::default()
@@ -383,16 +384,23 @@ fn create_body(image: &str, limits: &SandboxLimits) -> ContainerCreateBody {
             nano_cpus: Some(limits.nano_cpus),
             pids_limit: Some(limits.pids),
             // Each process's CPU time is bounded too, so a sandbox whose removal was missed (a
-            // killed executor) cannot burn a core for ever.
+            // killed executor) cannot burn a core for ever. The bound is a backstop well past the
+            // wall-time limit: it must never race that limit's own kill (delayed by a busy
+            // engine), which names the time limit in the verdict.
             ulimits: Some(vec![bollard::models::ResourcesUlimits {
                 name: Some("cpu".into()),
-                soft: Some(limits.timeout.as_secs() as i64 + 1),
-                hard: Some(limits.timeout.as_secs() as i64 + 1),
+                soft: Some(cpu_backstop_s(limits.timeout)),
+                hard: Some(cpu_backstop_s(limits.timeout)),
             }]),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// CPU seconds a sandbox process may use: twice the wall-time limit plus 30 s.
+fn cpu_backstop_s(timeout: Duration) -> i64 {
+    2 * timeout.as_secs() as i64 + 30
 }
 
 /// The outcome of a stopped sandbox from its exit state and output.
