@@ -104,6 +104,8 @@ for r in $(seq "$rounds"); do
     "$(awk -v a="$p1" -v b="$p0" 'BEGIN { printf "%.2f", a / b }')"
 done
 
+# The pacer's schedule may still run a few seconds ahead after the flood (docs/api.md §1.3).
+sleep 6
 echo
 echo "dashboard pages on 256 miners × 8 environments: first request, then the median of 20 (ms)"
 for path in /leaderboard /miners/7 /pareto /weights /; do

@@ -1037,6 +1037,79 @@ async fn hanging_public_reads_do_not_starve_the_task_endpoints() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn public_reads_are_paced_and_the_executor_and_validator_routes_are_not() {
+    use std::time::{Duration, Instant};
+    let url = seeded().await;
+    // Two reads per second: a burst of 2 at once, then one every 0.5 s for up to MAX_WAIT (5 s),
+    // so of 16 reads sent together 12 are served and the rest refused.
+    let p = ApiProcess::start(
+        &url,
+        &[
+            ("KINITRO_API_API_KEY", KEY),
+            ("KINITRO_API_PUBLIC_READS_PER_SECOND", "2"),
+        ],
+    );
+    let started = Instant::now();
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let port = p.port;
+            std::thread::spawn(move || {
+                let r = http(port, "GET", "/v1/status", &[], None);
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The paced queue is full; liveness, weights and the executors' posts go straight through.
+    assert_eq!(http(p.port, "GET", "/health", &[], None).status, 200);
+    assert_eq!(
+        http(p.port, "GET", "/v1/weights/latest", &[], None).status,
+        200
+    );
+    let claimed = claim(&p, "e", json!({"batch_size": 1}));
+    assert_eq!(claimed.len(), 1);
+    let unpaced_done = started.elapsed();
+    let answers: Vec<(common::Resp, Duration)> =
+        readers.into_iter().map(|t| t.join().unwrap()).collect();
+    let served: Vec<Duration> = answers
+        .iter()
+        .filter(|(r, _)| r.status == 200)
+        .map(|(_, at)| *at)
+        .collect();
+    let refused: Vec<&common::Resp> = answers
+        .iter()
+        .map(|(r, _)| r)
+        .filter(|r| r.status == 429)
+        .collect();
+    assert_eq!(served.len() + refused.len(), 16, "only 200s and 429s");
+    assert!(
+        !refused.is_empty(),
+        "a read beyond the 5 s queue is refused"
+    );
+    assert!(served.len() >= 12, "{} served", served.len());
+    // Admitted reads started half a second apart: the last one no earlier than 12 reads allow.
+    let last = served.iter().max().unwrap();
+    assert!(
+        *last >= Duration::from_millis(4500),
+        "last read at {last:?}"
+    );
+    assert!(
+        unpaced_done < *last,
+        "the unpaced requests waited behind the paced ones"
+    );
+    let r = refused[0];
+    assert!(
+        r.headers.to_ascii_lowercase().contains("retry-after: 1"),
+        "{}",
+        r.headers
+    );
+    assert_eq!(
+        r.json()["detail"],
+        "Too many public reads; retry in a second"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn openapi_document_lists_exactly_the_served_routes() {
     let url = seeded().await;
     let p = api(&url);

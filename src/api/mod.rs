@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod miners;
 pub mod openapi;
+pub mod pacing;
 pub mod scores;
 pub mod status;
 pub mod tasks;
@@ -260,9 +261,15 @@ pub fn spawn_reaper(state: AppState, threshold_seconds: f64) {
 pub fn serve(config: &ApiConfig, state: AppState) -> std::io::Result<actix_web::dev::Server> {
     spawn_reaper(state.clone(), config.task_stale_threshold.0);
     let data = web::Data::new(state);
+    let pacer = pacing::Pacer::new(config.public_reads_per_second).map(web::Data::new);
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
+        let app = App::new().app_data(data.clone());
+        let app = match &pacer {
+            Some(pacer) => app.app_data(pacer.clone()),
+            None => app,
+        };
+        // Observed outermost, so paced waits and refusals show in the request metrics.
+        app.wrap(from_fn(pacing::pace))
             .wrap(from_fn(observe))
             .configure(routes)
             .configure(crate::dashboard::routes)

@@ -18,6 +18,10 @@ pub struct ApiFlags {
     pub no_auth: bool,
 }
 
+/// Default of `KINITRO_API_PUBLIC_READS_PER_SECOND`: far above what dashboards and people need
+/// (the answers change at most every 2 s), far below what a flood would take from the claims.
+pub const DEFAULT_PUBLIC_READS_PER_SECOND: u32 = 1000;
+
 /// Resolved API settings.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -41,6 +45,8 @@ pub struct ApiConfig {
     pub workers: usize,
     /// Connection pool size.
     pub db_pool_size: usize,
+    /// Public reads each process lets start per second (0: unpaced; docs/api.md §1.3).
+    pub public_reads_per_second: u32,
 }
 
 impl ApiConfig {
@@ -104,6 +110,9 @@ impl ApiConfig {
             db_pool_size: env
                 .get_checked("DB_POOL_SIZE", positive, "a positive integer")?
                 .unwrap_or(10),
+            public_reads_per_second: env
+                .get("PUBLIC_READS_PER_SECOND")?
+                .unwrap_or(DEFAULT_PUBLIC_READS_PER_SECOND),
         })
     }
 
