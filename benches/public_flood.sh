@@ -5,6 +5,8 @@
 # while a second wrk floods GET /v1/status and GET /v1/miners at full rate, in the same run against
 # the same server. Targets: loaded claims/s ≥ 80 % of unloaded, loaded fetch p99 ≤ 1.25 × unloaded.
 # The pair is measured ROUNDS times (default 3), unloaded and loaded alternating, so drift shows.
+# The API paces the flood (docs/api.md §1.3); KINITRO_API_PUBLIC_READS_PER_SECOND=0 in the caller's
+# environment turns pacing off, to see what the flood costs without it.
 #
 #   benches/public_flood.sh [SECONDS_PER_MEASUREMENT]   (default 5)
 #
@@ -76,12 +78,21 @@ request = function()
 end
 LUA
 pending() { psql -qtA "$url" -c "SELECT count(*) FROM task_pool WHERE status='pending'"; }
+# Every measurement starts from the same 400,000 pending tasks: a fast machine would otherwise
+# drain the queue within a round.
+requeue() {
+  psql -q "$url" -c "UPDATE task_pool SET status = 'pending', assigned_to = NULL, assigned_at = NULL,
+    attempts = 0 WHERE status = 'assigned'" -c "VACUUM ANALYZE task_pool" >/dev/null
+  # Flush the requeue's writes now, not in a checkpoint during the measurement.
+  psql -q "$url" -c CHECKPOINT 2>/dev/null || true
+}
 # wrk's p99 line in milliseconds.
 p99_ms() { awk '$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
   f = (u == "us") ? 0.001 : (u == "s") ? 1000 : 1; printf "%.2f", v * f }'; }
 # One measurement: claims/s and fetch p99 (ms), optionally under the flood.
 measure() {
   local flood_pid="" before after out
+  requeue
   if [ "$1" = loaded ]; then
     wrk -t1 -c64 -d"$((secs + 2))s" -s "$flood_lua" "http://127.0.0.1:$port" >"$data/flood.out" &
     flood_pid=$!
@@ -90,6 +101,7 @@ measure() {
   before=$(pending)
   out=$(wrk -t1 -c16 -d"${secs}s" --latency -s "$fetch_lua" "http://127.0.0.1:$port/v1/tasks/fetch")
   after=$(pending)
+  [ "$after" -gt 0 ] || echo "warning: the queue ran dry; the claims figure is a floor" >&2
   [ -n "$flood_pid" ] && wait "$flood_pid"
   local flood_rps=""
   [ -n "$flood_pid" ] && flood_rps=$(awk '/Requests\/sec/ {print $2}' "$data/flood.out")
