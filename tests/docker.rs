@@ -914,7 +914,9 @@ struct FakeState {
 impl FakeBasilica {
     fn start(fail: bool) -> Self {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-        let port = free_port();
+        // Held from here to the server, so a parallel test cannot take the port in between.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
         let state = web::Data::new(FakeState {
             fail,
             ..Default::default()
@@ -994,7 +996,7 @@ impl FakeBasilica {
                 }))
         })
         .workers(1)
-        .bind(("127.0.0.1", port))
+        .listen(listener)
         .unwrap()
         .run();
         let handle = server.handle();
