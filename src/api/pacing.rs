@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
@@ -101,24 +102,23 @@ pub async fn pace(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let pacer = req.app_data::<web::Data<Pacer>>().cloned();
-    if let Some(pacer) = pacer {
-        if is_paced(req.method(), req.match_pattern().as_deref()) {
-            match pacer.admit(Instant::now()) {
-                Admission::Now => {}
-                Admission::After(wait) => tokio::time::sleep(wait).await,
-                Admission::Refused => {
-                    tokio::time::sleep(REFUSAL_DELAY).await;
-                    let mut refusal =
-                        ApiError::new(429, "Too many public reads; retry in a second")
-                            .error_response();
-                    refusal.headers_mut().insert(
-                        actix_web::http::header::RETRY_AFTER,
-                        actix_web::http::header::HeaderValue::from_static("1"),
-                    );
-                    return Ok(req.into_response(refusal).map_into_right_body());
-                }
-            }
+    let admission = match req.app_data::<web::Data<Pacer>>() {
+        Some(pacer) if is_paced(req.method(), req.match_pattern().as_deref()) => {
+            pacer.admit(Instant::now())
+        }
+        _ => Admission::Now,
+    };
+    match admission {
+        Admission::Now => {}
+        Admission::After(wait) => tokio::time::sleep(wait).await,
+        Admission::Refused => {
+            tokio::time::sleep(REFUSAL_DELAY).await;
+            let mut refusal =
+                ApiError::new(429, "Too many public reads; retry in a second").error_response();
+            refusal
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Ok(req.into_response(refusal).map_into_right_body());
         }
     }
     Ok(next.call(req).await?.map_into_left_body())
